@@ -1,0 +1,129 @@
+"""One case — method × suite × ratio × seed — from pruning to measurements, checking invariants throughout."""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+from . import methods
+from .context import PruneContext
+from .errors import CaseFailure
+from .invariants import check_architecture, check_pruned, shapes
+from .masks import MaskEnforcer, apply_masks, prunable_modules, validate_masks
+from .metrics import count_parameters, sparse_flops
+from .subject import Subject
+from .training import evaluate, fit
+
+# Achieved compression may differ from the requested one by rounding to whole parameters only.
+COMPRESSION_TOLERANCE = 0.005
+
+
+@dataclass(frozen=True)
+class CaseSpec:
+    """The identity of a case; everything else about it is pinned by the suite."""
+
+    method: str
+    suite: str
+    ratio: float
+    seed: int
+
+    @property
+    def id(self) -> str:
+        """Test id, e.g. ``global-magnitude-digits-cnn-x8-seed1``."""
+        return f"{self.method}-{self.suite}-x{self.ratio:g}-seed{self.seed}"
+
+    @property
+    def label(self) -> str:
+        """How failure messages name the case."""
+        return f"method={self.method} suite={self.suite} ratio=x{self.ratio:g} seed={self.seed}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def environment(device: torch.device) -> dict[str, str]:
+    """Library versions and hardware recorded with every result (numbers from different stacks differ)."""
+    return {"torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform(), "device": str(device)}
+
+
+def run_case(spec: CaseSpec, subject: Subject, result: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run one case on ``subject`` and return its measurements.
+
+    Measurements are written into ``result`` as soon as they exist, so a case that fails late
+    still reports what it measured before failing. Raises :class:`CaseFailure` (message prefixed
+    with the case's label) when the method crashes, its masks are malformed, it misses the
+    requested compression, or an invariant breaks.
+    """
+    result = {} if result is None else result
+    try:
+        _run(spec, subject, result)
+    except CaseFailure as failure:
+        failure.args = (f"[{spec.label}] {failure}",)
+        raise
+    except Exception as exc:  # a method's hook or stray state broke the harness's own steps
+        raise CaseFailure(f"[{spec.label}] {type(exc).__name__}: {exc}") from exc
+    return result
+
+
+def _run(spec: CaseSpec, subject: Subject, result: dict[str, Any]) -> None:
+    suite = subject.suite
+    m = methods.METHODS.get(spec.method)
+    result.update(
+        base_sha256=subject.sha256,
+        recipe_hash=suite.finetune_recipe.digest(),
+        method_hash=m.source_hash(),
+        top1_base=subject.base_top1,
+        top5_base=subject.base_top5,
+        **environment(subject.device),
+    )
+    torch.manual_seed(spec.seed)
+    model = subject.fresh_model()
+    architecture = shapes(model)
+    inputs, targets = subject.batch(spec.seed)
+    ctx = PruneContext(model, spec.ratio, inputs, targets, seed=spec.seed)
+
+    start = time.perf_counter()
+    masks, weights = methods.call(m, ctx)
+    result["prune_seconds"] = time.perf_counter() - start
+    check_architecture(architecture, model, f"method {spec.method!r}")
+    masks = validate_masks(masks, ctx.prunable)
+    apply_masks(ctx.prunable, masks, weights)
+
+    total, nonzero = count_parameters(model)
+    result.update(params_total=total, params_nonzero=nonzero, compression=total / nonzero if nonzero else None)
+    if nonzero == 0 or abs(total / nonzero / spec.ratio - 1) > COMPRESSION_TOLERANCE:
+        achieved = f"x{total / nonzero:.4g}" if nonzero else "everything pruned"
+        raise CaseFailure(
+            f"requested compression x{spec.ratio:g} but the masks achieve {achieved} "
+            f"({nonzero} of {total} parameters non-zero; {round(total / spec.ratio)} expected)"
+        )
+    check_inputs = subject.check_inputs()
+    check_pruned(model, ctx.prunable, masks, check_inputs, subject.fresh_model, "after pruning")
+    result["top1_pre"], result["top5_pre"] = evaluate(model, subject.data.test, device=subject.device)
+
+    enforcer = MaskEnforcer(ctx.prunable, masks)
+    start = time.perf_counter()
+    try:
+        fit(
+            model,
+            subject.data.train,
+            suite.finetune_recipe,
+            seed=spec.seed,
+            device=subject.device,
+            on_optimizer=enforcer.attach,
+            on_epoch_end=lambda epoch: enforcer.check(f"fine-tuning epoch {epoch + 1}"),
+        )
+    finally:
+        enforcer.remove()
+    result["finetune_seconds"] = time.perf_counter() - start
+    check_pruned(model, ctx.prunable, masks, check_inputs, subject.fresh_model, "after fine-tuning")
+    result["top1"], result["top5"] = evaluate(model, subject.data.test, device=subject.device)
+
+    weights_by_module = {module: ctx.prunable[param] for module, param in prunable_modules(model).items()}
+    dense = sum(subject.dense_flops.values())
+    sparse = sparse_flops(subject.dense_flops, weights_by_module)
+    result.update(flops_dense=dense, flops_sparse=sparse, speedup=dense / sparse if sparse else None)

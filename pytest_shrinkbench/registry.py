@@ -1,0 +1,88 @@
+"""Name → object registries for methods and suites, filled by decorators.
+
+Registration is idempotent for the same source (a module may be imported twice, once as a
+package and once from its file), and a clash between two different sources is an error:
+silently replacing a method would put someone else's numbers under its name.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import inspect
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Generic, Iterable, TypeVar
+
+T = TypeVar("T")
+
+
+def origin_of(fn: object) -> str:
+    """Where a function was defined: file and qualified name, resolved so two imports compare equal."""
+    try:
+        source = str(Path(inspect.getsourcefile(fn) or "?").resolve())  # type: ignore[arg-type]
+    except TypeError:
+        source = "?"
+    return f"{source}:{getattr(fn, '__qualname__', repr(fn))}"
+
+
+@dataclass
+class Registry(Generic[T]):
+    """Registered objects by name, with where each came from."""
+
+    kind: str
+    _items: dict[str, T] = field(default_factory=dict)
+    _origins: dict[str, str] = field(default_factory=dict)
+
+    def add(self, name: str, obj: T, origin: str) -> T:
+        known = self._origins.get(name)
+        if known is not None and known != origin:
+            raise ValueError(f"{self.kind} {name!r} is registered twice: by {known} and by {origin}")
+        self._items[name] = obj
+        self._origins[name] = origin
+        return obj
+
+    def get(self, name: str) -> T:
+        try:
+            return self._items[name]
+        except KeyError:
+            raise KeyError(f"unknown {self.kind} {name!r}; known: {', '.join(self.names()) or 'none'}") from None
+
+    def names(self) -> list[str]:
+        return sorted(self._items)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._items
+
+    def clear(self) -> None:
+        self._items.clear()
+        self._origins.clear()
+
+
+def load_entry_points(group: str) -> None:
+    """Import every module an installed package lists under ``group``; importing registers."""
+    for entry in importlib.metadata.entry_points(group=group):
+        entry.load()
+
+
+def load_files(folders: Iterable[Path], namespace: str) -> None:
+    """Import each ``*.py`` (not ``_*.py``) in ``folders`` by path, in sorted order.
+
+    Files are loaded by path, not as a package, so a researcher's ``methods/`` folder needs no
+    ``__init__.py`` and never shadows an installed module.
+    """
+    for folder in folders:
+        for path in sorted(Path(folder).glob("*.py")):
+            if path.name.startswith("_"):
+                continue
+            module_name = f"{namespace}.{folder.resolve().name}.{path.stem}"
+            spec = importlib.util.spec_from_file_location(module_name, path)
+            assert spec is not None and spec.loader is not None
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[module_name] = module
+            try:
+                spec.loader.exec_module(module)
+            except BaseException:
+                del sys.modules[module_name]
+                raise

@@ -1,0 +1,58 @@
+"""The one training loop (base models and fine-tuning) and evaluation."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from .recipe import Recipe
+
+
+def fit(
+    model: nn.Module,
+    data: Dataset,
+    recipe: Recipe,
+    *,
+    seed: int,
+    device: torch.device,
+    on_optimizer: Callable[[torch.optim.Optimizer], None] | None = None,
+    on_epoch_end: Callable[[int], None] | None = None,
+) -> None:
+    """Train ``model`` in place with ``recipe``; the seed fixes the data order.
+
+    ``on_optimizer`` lets the harness attach its step hooks to the fresh optimizer, and
+    ``on_epoch_end`` lets it check invariants without a per-step synchronisation.
+    """
+    optimizer = recipe.make_optimizer(model.parameters())
+    if on_optimizer is not None:
+        on_optimizer(optimizer)
+    order = torch.Generator().manual_seed(seed)
+    loader = DataLoader(data, batch_size=recipe.batch_size, shuffle=True, generator=order)
+    model.train()
+    for epoch in range(recipe.epochs):
+        for inputs, targets in loader:
+            inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+            optimizer.zero_grad(set_to_none=True)
+            F.cross_entropy(model(inputs), targets).backward()
+            optimizer.step()
+        if on_epoch_end is not None:
+            on_epoch_end(epoch)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: Dataset, *, device: torch.device, batch_size: int = 512) -> tuple[float, float]:
+    """Top-1 and top-5 accuracy of ``model`` on ``data`` (eval mode)."""
+    model.eval()
+    top1 = top5 = total = 0
+    for inputs, targets in DataLoader(data, batch_size=batch_size):
+        logits = model(inputs.to(device))
+        targets = targets.to(device)
+        best = logits.topk(min(5, logits.shape[1]), dim=1).indices
+        top1 += (best[:, 0] == targets).sum().item()
+        top5 += (best == targets[:, None]).any(dim=1).sum().item()
+        total += len(targets)
+    return top1 / total, top5 / total
