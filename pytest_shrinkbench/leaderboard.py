@@ -56,7 +56,9 @@ def aggregate(rows: Iterable[dict[str, Any]]) -> list[Entry]:
     for group in by_setting.values():
         ranked = sorted((e for e in group if e.rankable), key=lambda e: (-statistics.fmean(e.top1), e.method))
         for position, entry in enumerate(ranked, start=1):
-            entry.rank = position
+            # Equal means share a rank (1, 1, 3, ...): at x1 every method is the unpruned model.
+            tied = position > 1 and statistics.fmean(entry.top1) == statistics.fmean(ranked[position - 2].top1)
+            entry.rank = ranked[position - 2].rank if tied else position
     return sorted(entries.values(), key=lambda e: (e.suite, e.ratio, e.rank or 10**9, e.method))
 
 
