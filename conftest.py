@@ -1,3 +1,28 @@
-"""Root conftest: the project's own tests drive the plugin end to end through pytester."""
+"""Root conftest: fixtures of the project's own tests, which drive the plugin end to end through pytester.
 
-pytest_plugins = ["pytester"]
+(pytester itself is enabled by ``-p pytester`` in pyproject.toml: a ``pytest_plugins`` line here would
+break runs that collect the plugin's packaged case module from another project.)
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def shrink_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A cache shared by all tests (and by xdist workers: the parent of each worker's basetemp).
+
+    The plugin keys files by recipe hash, verifies their sha256 and trains under a file lock, so
+    sharing it is exactly what a user's machine does.
+    """
+    return tmp_path_factory.getbasetemp().parent / "shrinkbench-test-cache"
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester, shrink_cache: Path, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
+    """An empty project using the installed plugin, its results going to ``results/``."""
+    monkeypatch.setenv("SHRINKBENCH_CACHE", str(shrink_cache))
+    pytester.makeini("[pytest]\nshrink_results = results\n")
+    return pytester

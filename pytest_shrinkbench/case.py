@@ -47,7 +47,13 @@ class CaseSpec:
 
 def environment(device: torch.device) -> dict[str, str]:
     """Library versions and hardware recorded with every result (numbers from different stacks differ)."""
-    return {"torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform(), "device": str(device)}
+    return {
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+    }
 
 
 def run_case(spec: CaseSpec, subject: Subject, result: dict[str, Any] | None = None) -> dict[str, Any]:

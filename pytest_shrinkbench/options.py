@@ -18,6 +18,9 @@ from .suites import DEFAULT_SUITES, SUITES
 DEFAULT_RATIOS = "1,2,4,8,16,32"
 DEFAULT_SEEDS = "0,1,2"
 DEFAULT_RESULTS = "shrinkbench-results"
+# CPU kernels reduce in a thread-count-dependent order, so the thread count is pinned (not derived
+# from -n): the same case gives the same numbers serially and under any number of workers.
+DEFAULT_THREADS = "1"
 
 # (option, ini name, help); an option given on the command line wins over its ini value.
 SETTINGS = [
@@ -25,6 +28,7 @@ SETTINGS = [
     ("--shrink-ratios", "shrink_ratios", f"comma list of compression ratios, each >= 1 (default: {DEFAULT_RATIOS})"),
     ("--shrink-seeds", "shrink_seeds", f"comma list of integer seeds (default: {DEFAULT_SEEDS})"),
     ("--shrink-results", "shrink_results", f"folder for the results JSON Lines files (default: <rootdir>/{DEFAULT_RESULTS})"),
+    ("--shrink-threads", "shrink_threads", f"torch CPU threads per case (default: {DEFAULT_THREADS}); results are bit-reproducible for a given count, whatever -n is"),
     ("--shrink-cache", "shrink_cache", "folder caching base models (default: $SHRINKBENCH_CACHE or ~/.cache/pytest-shrinkbench)"),
 ]
 
@@ -53,6 +57,7 @@ class ShrinkConfig:
     seeds: list[int]
     results_dir: Path
     cache_dir: Path | None
+    threads: int
 
     def cases(self) -> list[CaseSpec]:
         """Every case, in the same order on every xdist worker."""
@@ -105,6 +110,9 @@ def parse(config: pytest.Config) -> ShrinkConfig:
     if bad:
         raise pytest.UsageError(f"shrinkbench: compression ratios must be finite and >= 1, got {bad}")
     seeds = _number_list(_setting(config, "shrink_seeds", DEFAULT_SEEDS), "--shrink-seeds", int)
+    threads = _number_list(_setting(config, "shrink_threads", DEFAULT_THREADS), "--shrink-threads", int)
+    if len(threads) != 1 or threads[0] < 1:
+        raise pytest.UsageError(f"shrinkbench: --shrink-threads must be one integer >= 1, got {threads}")
     results = Path(_setting(config, "shrink_results", DEFAULT_RESULTS))
     cache = _setting(config, "shrink_cache", None)
     return ShrinkConfig(
@@ -114,4 +122,5 @@ def parse(config: pytest.Config) -> ShrinkConfig:
         seeds=sorted(seeds),
         results_dir=_under(config.rootpath, results),
         cache_dir=_under(config.rootpath, Path(cache)) if cache else None,
+        threads=threads[0],
     )

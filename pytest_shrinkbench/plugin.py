@@ -6,11 +6,11 @@ options; with it, the session collects the benchmark cases instead of the projec
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Callable
 
 import pytest
+import torch
 
 from . import methods
 from . import options
@@ -51,13 +51,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[CONFIG_KEY] = options.parse(config)
     if config.args_source != pytest.Config.ArgsSource.ARGS:
         config.args = _benchmark_paths(config)
-    if _is_worker(config):
-        import torch
-
-        # Workers share the cores: more threads than cores per worker collapses xdist scaling.
-        workers = int(config.workerinput["workercount"])
-        torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // workers))
-    else:
+    torch.set_num_threads(config.stash[CONFIG_KEY].threads)
+    if not _is_worker(config):
         config.pluginmanager.register(ResultsRecorder(config.stash[CONFIG_KEY]), "shrinkbench-results")
 
 

@@ -1,0 +1,173 @@
+"""Speed check of the harness: what masking costs, and how long the default main job takes.
+
+Why: every case fine-tunes under a :class:`MaskEnforcer` (a gradient hook per pruned weight plus
+optimizer step hooks that count violations), so that overhead is paid 180 times per default
+run. This script measures, in one run on this machine:
+
+1. masked ÷ dense fine-tuning time on the ``digits-cnn`` suite (target <= 1.10). Dense is
+   ``fit`` on a fresh base model; masked is the same after global-magnitude masks at
+   compression 8, applied and enforced exactly as ``pytest_shrinkbench/case.py`` does. Dense
+   and masked runs are interleaved after one warm-up of each, and the ratio is of the medians,
+   so machine noise hits both alike. Torch runs on one thread for stable timing.
+2. the wall time of the default main job, ``pytest --shrink-method=all -n 2 -p no:cacheprovider``
+   (180 cases), with the base models already cached (target <= 4 minutes). Its results go to a
+   temporary folder, not the repository.
+
+It is a measurement, not a gate: it exits 0 whether or not the targets are met, and prints
+"ABOVE TARGET" next to any that is missed. Base models come from ``$SHRINKBENCH_CACHE`` if set,
+else the user cache dir (trained there on first use).
+
+Run from anywhere (part 2 takes about a minute; ``--skip-main-job`` skips it)::
+
+    python benchmarks/bench_speed.py [--skip-main-job]
+
+Not a test: pytest collects only ``test_*.py`` from ``benchmarks/``, so the main job never runs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+import pytest_shrinkbench.baselines.global_magnitude  # noqa: F401  (importing registers the method)
+from pytest_shrinkbench import methods
+from pytest_shrinkbench.context import PruneContext
+from pytest_shrinkbench.masks import MaskEnforcer, apply_masks, validate_masks
+from pytest_shrinkbench.subject import Subject, load_subject
+from pytest_shrinkbench.suites import DEFAULT_SUITES
+from pytest_shrinkbench.training import fit
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+SUITE = "digits-cnn"
+METHOD = "global-magnitude"
+RATIO = 8.0
+SEED = 0
+REPETITIONS = 5
+FINETUNE_TARGET = 1.10
+
+MAIN_JOB_ARGS = ["--shrink-method=all", "-n", "2", "-p", "no:cacheprovider"]
+MAIN_JOB_TARGET_S = 4 * 60.0
+
+
+def dense_finetune_seconds(subject: Subject) -> float:
+    """Fine-tune the unpruned base model with the suite's recipe; seconds spent in ``fit``."""
+    torch.manual_seed(SEED)
+    model = subject.fresh_model()
+    start = time.perf_counter()
+    fit(model, subject.data.train, subject.suite.finetune_recipe, seed=SEED, device=subject.device)
+    return time.perf_counter() - start
+
+
+def masked_finetune_seconds(subject: Subject) -> float:
+    """Prune with global magnitude at ``RATIO`` and fine-tune under a MaskEnforcer, as a case does.
+
+    Only the fine-tuning is timed, over the same span as ``finetune_seconds`` in case.py.
+    """
+    torch.manual_seed(SEED)
+    model = subject.fresh_model()
+    inputs, targets = subject.batch(SEED)
+    ctx = PruneContext(model, RATIO, inputs, targets, seed=SEED)
+    masks, weights = methods.call(methods.METHODS.get(METHOD), ctx)
+    masks = validate_masks(masks, ctx.prunable)
+    apply_masks(ctx.prunable, masks, weights)
+    enforcer = MaskEnforcer(ctx.prunable, masks)
+    start = time.perf_counter()
+    try:
+        fit(
+            model,
+            subject.data.train,
+            subject.suite.finetune_recipe,
+            seed=SEED,
+            device=subject.device,
+            on_optimizer=enforcer.attach,
+            on_epoch_end=lambda epoch: enforcer.check(f"fine-tuning epoch {epoch + 1}"),
+        )
+    finally:
+        enforcer.remove()
+    return time.perf_counter() - start
+
+
+def measure_finetune_ratio() -> float:
+    """Median masked ÷ median dense fine-tuning time, printing every repetition."""
+    subject = load_subject(SUITE)
+    print(f"fine-tuning on {SUITE}: {METHOD} x{RATIO:g}, seed {SEED}, recipe {subject.suite.finetune_recipe}")
+    dense_finetune_seconds(subject)  # warm-ups, untimed
+    masked_finetune_seconds(subject)
+    dense: list[float] = []
+    masked: list[float] = []
+    for rep in range(REPETITIONS):
+        # Alternate which goes first too, so a slow drift of the machine favours neither.
+        if rep % 2 == 0:
+            dense.append(dense_finetune_seconds(subject))
+            masked.append(masked_finetune_seconds(subject))
+        else:
+            masked.append(masked_finetune_seconds(subject))
+            dense.append(dense_finetune_seconds(subject))
+        print(f"  repetition {rep + 1}/{REPETITIONS}: dense {dense[-1]:.3f} s, masked {masked[-1]:.3f} s")
+    dense_median, masked_median = statistics.median(dense), statistics.median(masked)
+    print(f"  median: dense {dense_median:.3f} s, masked {masked_median:.3f} s")
+    return masked_median / dense_median
+
+
+def measure_main_job() -> tuple[float, subprocess.CompletedProcess[str]]:
+    """Wall time of the default main job with warm base-model caches, and its completed process."""
+    for suite in DEFAULT_SUITES:
+        load_subject(suite)  # trains and caches on first use, so the timed run only loads
+    with tempfile.TemporaryDirectory(prefix="shrinkbench-speed-") as results:
+        command = [sys.executable, "-m", "pytest", *MAIN_JOB_ARGS, f"--shrink-results={results}"]
+        print(f"main job: {' '.join(command[2:])} (cwd {REPO_ROOT})")
+        start = time.perf_counter()
+        process = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True)
+        seconds = time.perf_counter() - start
+    return seconds, process
+
+
+def verdict(value: float, target: float) -> str:
+    return "" if value <= target else "  ABOVE TARGET"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--skip-main-job", action="store_true", help="skip timing the default main job (about a minute)")
+    args = parser.parse_args()
+
+    torch.set_num_threads(1)
+    print(f"torch {torch.__version__}, torch.set_num_threads(1) for stable timing (torch threads: {torch.get_num_threads()})")
+    # Other processes on the machine skew both parts; the load average shows whether any ran.
+    print(f"cores available: {len(os.sched_getaffinity(0))}, load average (1/5/15 min): {'/'.join(f'{x:.2f}' for x in os.getloadavg())}")
+    ratio = measure_finetune_ratio()
+
+    main_job: tuple[float, subprocess.CompletedProcess[str]] | None = None
+    if not args.skip_main_job:
+        main_job = measure_main_job()
+        seconds, process = main_job
+        lines = process.stdout.strip().splitlines()
+        print(f"  pytest exit code {process.returncode}: {lines[-1] if lines else '(no output)'}")
+        if process.returncode != 0:
+            print("  last lines of its output:", *lines[-20:], process.stderr.strip(), sep="\n    ")
+
+    print()
+    print("summary")
+    print(f"  masked/dense fine-tuning time: {ratio:.2f} (target <= {FINETUNE_TARGET:.2f}){verdict(ratio, FINETUNE_TARGET)}")
+    if main_job is None:
+        print("  main job wall time: skipped (--skip-main-job)")
+    else:
+        seconds, process = main_job
+        failed = "" if process.returncode == 0 else f"  (pytest exit code {process.returncode})"
+        print(
+            f"  main job wall time: {seconds:.1f} s (target <= {MAIN_JOB_TARGET_S / 60:g} min = {MAIN_JOB_TARGET_S:.0f} s)"
+            f"{verdict(seconds, MAIN_JOB_TARGET_S)}{failed}"
+        )
+
+
+if __name__ == "__main__":
+    main()
