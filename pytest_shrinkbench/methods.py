@@ -55,8 +55,20 @@ def method(name: str, *, baseline: bool = False) -> Callable[[MethodFn], MethodF
 
 def discover(folders: Iterable[Path]) -> None:
     """Register methods of installed packages (entry points), then of ``*.py`` files in ``folders``."""
-    load_entry_points(ENTRY_POINT_GROUP)
+    _installed_modules.update(load_entry_points(ENTRY_POINT_GROUP))
     load_files([f for f in folders if f.is_dir()], namespace="shrinkbench_methods")
+
+
+_installed_modules: set[str] = set()
+
+
+def forget_session_methods() -> None:
+    """Drop methods registered by a session's files and conftests, keep those of installed packages.
+
+    Installed modules are imported once per process and never re-register, so they must stay;
+    a project's own methods must not leak into the next session run in the same process.
+    """
+    METHODS.retain(lambda m: any(m.fn.__module__ == mod or m.fn.__module__.startswith(mod + ".") for mod in _installed_modules))
 
 
 def select(spec: str) -> list[str]:

@@ -57,7 +57,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    methods.METHODS.clear()  # methods are re-discovered per session (pytester runs many in one process)
+    methods.forget_session_methods()  # a project's methods are re-discovered per session
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -13,7 +13,7 @@ import inspect
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Generic, Iterable, TypeVar
+from typing import Callable, Generic, Iterable, TypeVar
 
 T = TypeVar("T")
 
@@ -36,9 +36,12 @@ class Registry(Generic[T]):
     _origins: dict[str, str] = field(default_factory=dict)
 
     def add(self, name: str, obj: T, origin: str) -> T:
+        """Register ``obj``; the same origin again keeps the first registration (its module stays the owner)."""
         known = self._origins.get(name)
         if known is not None and known != origin:
             raise ValueError(f"{self.kind} {name!r} is registered twice: by {known} and by {origin}")
+        if known is not None:
+            return self._items[name]
         self._items[name] = obj
         self._origins[name] = origin
         return obj
@@ -55,15 +58,19 @@ class Registry(Generic[T]):
     def __contains__(self, name: object) -> bool:
         return name in self._items
 
-    def clear(self) -> None:
-        self._items.clear()
-        self._origins.clear()
+    def retain(self, keep: Callable[[T], bool]) -> None:
+        """Forget every entry for which ``keep`` is false."""
+        for name in [n for n, obj in self._items.items() if not keep(obj)]:
+            del self._items[name], self._origins[name]
 
 
-def load_entry_points(group: str) -> None:
-    """Import every module an installed package lists under ``group``; importing registers."""
+def load_entry_points(group: str) -> list[str]:
+    """Import every module an installed package lists under ``group`` (importing registers); return their names."""
+    modules = []
     for entry in importlib.metadata.entry_points(group=group):
         entry.load()
+        modules.append(entry.module)
+    return modules
 
 
 def load_files(folders: Iterable[Path], namespace: str) -> None:

@@ -1,36 +1,18 @@
 """The five ShrinkBench baselines through the notebook API ``pytest_shrinkbench.prune``."""
 
 import copy
-import importlib
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-import pytest_shrinkbench.baselines as baselines
+import pytest_shrinkbench.baselines  # noqa: F401  (registers the baselines)
 from pytest_shrinkbench import MaskError, PruneContext, methods, prune
 from pytest_shrinkbench.masks import apply_masks, prunable_parameters
 from pytest_shrinkbench.metrics import count_parameters
 
 BASELINES = ["global-gradient", "global-magnitude", "layer-gradient", "layer-magnitude", "random"]
-MODULES = [
-    baselines.global_gradient,
-    baselines.global_magnitude,
-    baselines.layer_gradient,
-    baselines.layer_magnitude,
-    baselines.random_pruning,
-]
-
-
-@pytest.fixture(autouse=True)
-def baselines_registered():
-    """The plugin's pytest_unconfigure clears the registry, and an in-process pytest session (pytester)
-    run earlier in this process leaves it empty while the baselines module stays imported, so
-    ``prune`` cannot find them again; re-register so these tests do not depend on test order."""
-    if any(name not in methods.METHODS for name in BASELINES):
-        for module in MODULES:
-            importlib.reload(module)
 
 
 class Net(nn.Module):

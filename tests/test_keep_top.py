@@ -1,7 +1,6 @@
 """keep_top / keep_budget: exact whole-model compression, layerwise fractions, and equality with torch's global L1 pruning."""
 
 import copy
-import importlib
 import re
 
 import pytest
@@ -10,19 +9,12 @@ import torch.nn.functional as F
 import torch.nn.utils.prune as tprune
 from torch import nn
 
-import pytest_shrinkbench.baselines.global_magnitude as global_magnitude
+import pytest_shrinkbench.baselines  # noqa: F401  (registers the baselines)
 from pytest_shrinkbench import PruneContext, methods, prune
 from pytest_shrinkbench.masks import apply_masks, prunable_modules, validate_masks
 from pytest_shrinkbench.metrics import count_parameters
 
 RATIOS = [1, 2, 2.5, 3, 4, 8, 16, 32]
-
-
-@pytest.fixture(autouse=True)
-def baseline_registered():
-    """An in-process pytest session run earlier (pytester) clears the registry; re-register (see test_baselines)."""
-    if "global-magnitude" not in methods.METHODS:
-        importlib.reload(global_magnitude)
 
 
 class Net(nn.Module):

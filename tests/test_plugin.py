@@ -119,3 +119,19 @@ def test_baselines_selection(project: pytest.Pytester) -> None:
     result = project.runpytest_subprocess("--shrink-method=baselines", "--shrink-suite=digits-mlp", "--shrink-ratios=2", "--shrink-seeds=0", "--collect-only", "-q")
     ids = sorted(line.split("[")[1].rstrip("]") for line in result.stdout.lines if "::test_case[" in line)
     assert ids == [f"{m}-digits-mlp-x2-seed0" for m in ("global-gradient", "global-magnitude", "layer-gradient", "layer-magnitude", "random")]
+
+
+def test_sessions_in_one_process_keep_installed_methods_only(project: pytest.Pytester) -> None:
+    """In-process sessions (notebooks, pytester): baselines stay registered, a project's methods do not leak."""
+    project.makeconftest(
+        "from pytest_shrinkbench import method\n\n"
+        "@method('local')\n"
+        "def local(ctx):\n"
+        "    return ctx.keep_top({n: w.detach().abs() for n, w in ctx.prunable.items()})\n"
+    )
+    first = project.runpytest_inprocess("--shrink-method=all", "--shrink-suite=digits-mlp", "--shrink-ratios=2", "--shrink-seeds=0", "--collect-only", "-q")
+    assert sum("::test_case[" in line for line in first.stdout.lines) == 6
+    (project.path / "conftest.py").unlink()
+    second = project.runpytest_inprocess("--shrink-method=all", "--shrink-suite=digits-mlp", "--shrink-ratios=2", "--shrink-seeds=0", "--collect-only", "-q")
+    ids = [line for line in second.stdout.lines if "::test_case[" in line]
+    assert len(ids) == 5 and not any("local" in line for line in ids)
