@@ -6,7 +6,7 @@ run. This script measures, in one run on this machine:
 
 1. masked ÷ dense fine-tuning time on the ``digits-cnn`` suite (target <= 1.10). Dense is
    ``fit`` on a fresh base model; masked is the same after global-magnitude masks at
-   compression 8, applied and enforced exactly as ``pytest_shrinkbench/case.py`` does. Dense
+   compression 8, applied and enforced by ``pytest_shrinkbench.case.finetune`` as every case is. Dense
    and masked runs are interleaved after one warm-up of each, and the ratio is of the medians,
    so machine noise hits both alike. Torch runs on one thread for stable timing.
 2. the wall time of the default main job, ``pytest --shrink-method=all -n 2 -p no:cacheprovider``
@@ -37,13 +37,11 @@ from pathlib import Path
 
 import torch
 
-import pytest_shrinkbench.baselines.global_magnitude  # noqa: F401  (importing registers the method)
-from pytest_shrinkbench import methods
-from pytest_shrinkbench.context import PruneContext
-from pytest_shrinkbench.masks import MaskEnforcer, apply_masks, validate_masks
+from pytest_shrinkbench import prune
+from pytest_shrinkbench.case import finetune
+from pytest_shrinkbench.masks import MaskEnforcer, apply_masks, prunable_parameters
 from pytest_shrinkbench.subject import Subject, load_subject
 from pytest_shrinkbench.suites import DEFAULT_SUITES
-from pytest_shrinkbench.training import fit
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -59,41 +57,19 @@ MAIN_JOB_TARGET_S = 4 * 60.0
 
 
 def dense_finetune_seconds(subject: Subject) -> float:
-    """Fine-tune the unpruned base model with the suite's recipe; seconds spent in ``fit``."""
+    """Fine-tune the unpruned base model with the suite's recipe."""
     torch.manual_seed(SEED)
-    model = subject.fresh_model()
-    start = time.perf_counter()
-    fit(model, subject.data.train, subject.suite.finetune_recipe, seed=SEED, device=subject.device)
-    return time.perf_counter() - start
+    return finetune(subject.fresh_model(), subject, SEED)
 
 
 def masked_finetune_seconds(subject: Subject) -> float:
-    """Prune with global magnitude at ``RATIO`` and fine-tune under a MaskEnforcer, as a case does.
-
-    Only the fine-tuning is timed, over the same span as ``finetune_seconds`` in case.py.
-    """
+    """Prune with global magnitude at ``RATIO`` and fine-tune under a MaskEnforcer, exactly as a case does."""
     torch.manual_seed(SEED)
     model = subject.fresh_model()
-    inputs, targets = subject.batch(SEED)
-    ctx = PruneContext(model, RATIO, inputs, targets, seed=SEED)
-    masks, weights = methods.call(methods.METHODS.get(METHOD), ctx)
-    masks = validate_masks(masks, ctx.prunable)
-    apply_masks(ctx.prunable, masks, weights)
-    enforcer = MaskEnforcer(ctx.prunable, masks)
-    start = time.perf_counter()
-    try:
-        fit(
-            model,
-            subject.data.train,
-            subject.suite.finetune_recipe,
-            seed=SEED,
-            device=subject.device,
-            on_optimizer=enforcer.attach,
-            on_epoch_end=lambda epoch: enforcer.check(f"fine-tuning epoch {epoch + 1}"),
-        )
-    finally:
-        enforcer.remove()
-    return time.perf_counter() - start
+    masks = prune(model, METHOD, RATIO, batch=subject.batch(SEED), seed=SEED)
+    prunable = prunable_parameters(model)
+    apply_masks(prunable, masks, {})
+    return finetune(model, subject, SEED, MaskEnforcer(prunable, masks))
 
 
 def measure_finetune_ratio() -> float:

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
+from torch import nn
 
 from . import methods
 from .context import PruneContext
@@ -75,6 +76,28 @@ def run_case(spec: CaseSpec, subject: Subject, result: dict[str, Any] | None = N
     return result
 
 
+def finetune(model: nn.Module, subject: Subject, seed: int, enforcer: MaskEnforcer | None = None) -> float:
+    """Fine-tune with the suite's pinned recipe, under ``enforcer``'s masks if given; return the seconds.
+
+    The invariant-3 checks run at every epoch end; the enforcer is detached afterwards either way.
+    """
+    start = time.perf_counter()
+    try:
+        fit(
+            model,
+            subject.data.train,
+            subject.suite.finetune_recipe,
+            seed=seed,
+            device=subject.device,
+            on_optimizer=enforcer.attach if enforcer else None,
+            on_epoch_end=(lambda epoch: enforcer.check(f"fine-tuning epoch {epoch + 1}")) if enforcer else None,
+        )
+    finally:
+        if enforcer:
+            enforcer.remove()
+    return time.perf_counter() - start
+
+
 def _run(spec: CaseSpec, subject: Subject, result: dict[str, Any]) -> None:
     suite = subject.suite
     m = methods.METHODS.get(spec.method)
@@ -111,21 +134,7 @@ def _run(spec: CaseSpec, subject: Subject, result: dict[str, Any]) -> None:
     check_pruned(model, ctx.prunable, masks, check_inputs, subject.fresh_model, "after pruning")
     result["top1_pre"], result["top5_pre"] = evaluate(model, subject.data.test, device=subject.device)
 
-    enforcer = MaskEnforcer(ctx.prunable, masks)
-    start = time.perf_counter()
-    try:
-        fit(
-            model,
-            subject.data.train,
-            suite.finetune_recipe,
-            seed=spec.seed,
-            device=subject.device,
-            on_optimizer=enforcer.attach,
-            on_epoch_end=lambda epoch: enforcer.check(f"fine-tuning epoch {epoch + 1}"),
-        )
-    finally:
-        enforcer.remove()
-    result["finetune_seconds"] = time.perf_counter() - start
+    result["finetune_seconds"] = finetune(model, subject, spec.seed, MaskEnforcer(ctx.prunable, masks))
     check_pruned(model, ctx.prunable, masks, check_inputs, subject.fresh_model, "after fine-tuning")
     result["top1"], result["top5"] = evaluate(model, subject.data.test, device=subject.device)
 

@@ -104,7 +104,10 @@ def load_subject(suite_name: str, cache_dir: Path | None = None, device: str | t
         sha = _verified_sha(path, record)
         if sha is None:
             sha = _train_and_store(suite, data, path, record, device)
-    state = torch.load(path, map_location=device, weights_only=True)
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # weights_only refuses pickles that would run code
+        raise RuntimeError(f"refusing base checkpoint {path} of suite {suite.name!r}: it is not a plain tensor state_dict ({exc})") from exc
     return Subject(suite, data, state, sha, path, device)
 
 
@@ -137,5 +140,7 @@ def _train_and_store(suite: Suite, data: Splits, path: Path, record: Path, devic
     os.replace(partial, path)
     info = {"suite": suite.name, "sha256": sha, "recipe": asdict(suite.base_recipe), "top1": top1, "top5": top5,
             "train_seconds": round(seconds, 3), "torch": torch.__version__}
-    record.write_text(json.dumps(info, indent=2))
+    partial = record.with_suffix(f".{os.getpid()}.tmp")
+    partial.write_text(json.dumps(info, indent=2))
+    os.replace(partial, record)
     return sha
