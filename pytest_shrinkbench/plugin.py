@@ -106,7 +106,11 @@ def shrink_case(request: pytest.FixtureRequest, shrink_subjects: Callable[[str],
         pytest.skip("benchmark cases run only with --shrink-method=NAME[,NAME...|all|baselines]")
     # Recorded before anything can fail, so even a setup error is reported as this case.
     request.node.user_properties.append((CASE_PROPERTY, spec.as_dict()))
-    return ShrinkCase(spec, shrink_subjects(spec.suite), request.node)
+    try:
+        subject = shrink_subjects(spec.suite)
+    except Exception as exc:
+        raise RuntimeError(f"[{spec.label}] could not load suite {spec.suite!r}: {type(exc).__name__}: {exc}") from exc
+    return ShrinkCase(spec, subject, request.node)
 
 
 class ResultsRecorder:

@@ -22,6 +22,7 @@ from .suites import SUITES, Suite
 from .training import evaluate, fit
 
 BASE_TRAINING_SEED = 0
+BASE_TRAINING_THREADS = 1
 CHECK_BATCH = 128
 
 
@@ -128,18 +129,24 @@ def _verified_sha(path: Path, record: Path) -> str | None:
 
 
 def _train_and_store(suite: Suite, data: Splits, path: Path, record: Path, device: torch.device) -> str:
-    torch.manual_seed(BASE_TRAINING_SEED)
-    model = suite.build_model().to(device)
-    start = time.perf_counter()
-    fit(model, data.train, suite.base_recipe, seed=BASE_TRAINING_SEED, device=device)
-    seconds = time.perf_counter() - start
+    # Pinned seed and thread count: whoever trains first (a worker, a notebook) gets the same weights.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(BASE_TRAINING_THREADS)
+    try:
+        torch.manual_seed(BASE_TRAINING_SEED)
+        model = suite.build_model().to(device)
+        start = time.perf_counter()
+        fit(model, data.train, suite.base_recipe, seed=BASE_TRAINING_SEED, device=device)
+        seconds = time.perf_counter() - start
+    finally:
+        torch.set_num_threads(threads)
     top1, top5 = evaluate(model, data.test, device=device)
     partial = path.with_suffix(f".{os.getpid()}.tmp")
     torch.save({k: v.cpu() for k, v in model.state_dict().items()}, partial)
     sha = sha256_of(partial)
     os.replace(partial, path)
     info = {"suite": suite.name, "sha256": sha, "recipe": asdict(suite.base_recipe), "top1": top1, "top5": top5,
-            "train_seconds": round(seconds, 3), "torch": torch.__version__}
+            "train_seconds": round(seconds, 3), "threads": BASE_TRAINING_THREADS, "torch": torch.__version__}
     partial = record.with_suffix(f".{os.getpid()}.tmp")
     partial.write_text(json.dumps(info, indent=2))
     os.replace(partial, record)

@@ -30,6 +30,19 @@ def float_mask(ctx):
     return masks
 
 
+@method("nan-weights")
+def nan_weights(ctx):
+    weight = ctx.model.fc3.weight.detach().clone()
+    weight[0, :3] = float("nan")
+    return magnitude(ctx), {"fc3.weight": weight}
+
+
+@method("new-weights")
+def new_weights(ctx):
+    """Honest: returns new values for kept weights (fc1 negated, so predictions change); the harness must apply them."""
+    return magnitude(ctx), {"fc1.weight": -ctx.model.fc1.weight.detach()}
+
+
 @method("raises")
 def raises(ctx):
     raise RuntimeError("planted crash")
@@ -75,6 +88,7 @@ EXPECTED = {
     "wrong-shape": "mask of 'fc1.weight' has shape (10, 64), parameter has (300, 64)",
     "float-mask": "mask of 'fc2.weight' has dtype torch.float32, expected torch.bool",
     "raises": "method 'raises' raised RuntimeError: planted crash",
+    "nan-weights": "new weights of 'fc3.weight' contain 3 NaN or infinite entries",
     "under-prunes": "requested compression x4 but the masks achieve x1 (50610 of 50610 parameters non-zero; 12652 expected)",
     "revives-in-training": "invariant 3 (fine-tuning epoch 1): 'fc1.weight' had",
     "hidden-dense-copy": "invariant 5 (after pruning): a fresh model loaded with the pruned state_dict gives different logits",
@@ -85,15 +99,16 @@ EXPECTED = {
 @pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["serial", "xdist"])
 def test_each_broken_method_fails_alone(project: pytest.Pytester, workers: list[str]) -> None:
     project.mkdir("methods").joinpath("broken.py").write_text(BROKEN)
-    names = ",".join(["global-magnitude", *EXPECTED])
+    names = ",".join(["global-magnitude", "new-weights", *EXPECTED])
     result = project.runpytest_subprocess(
         f"--shrink-method={names}", "--shrink-suite=digits-mlp", "--shrink-ratios=4", "--shrink-seeds=0", *workers
     )
-    result.assert_outcomes(passed=1, failed=len(EXPECTED))
+    result.assert_outcomes(passed=2, failed=len(EXPECTED))
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     rows = {r["method"]: r for f in (project.path / "results").glob("*.jsonl") for r in map(json.loads, f.read_text().splitlines())}
-    assert rows.keys() == {"global-magnitude", *EXPECTED}
-    assert rows["global-magnitude"]["status"] == "passed"
+    assert rows.keys() == {"global-magnitude", "new-weights", *EXPECTED}
+    assert rows["global-magnitude"]["status"] == rows["new-weights"]["status"] == "passed"
+    assert rows["new-weights"]["top1_pre"] != rows["global-magnitude"]["top1_pre"], "returned weights must be used"
     for name, text in EXPECTED.items():
         row = rows[name]
         assert row["status"] == "failed", name

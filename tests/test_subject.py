@@ -94,3 +94,16 @@ def test_one_worker_trains_under_xdist(project: pytest.Pytester, tmp_path: Path)
     assert len(trainings) == 1 and trainings[0].startswith("digits-mlp gw"), trainings
     rows = [json.loads(line) for f in (project.path / "results").glob("*.jsonl") for line in f.read_text().splitlines()]
     assert len({r["base_sha256"] for r in rows}) == 1
+
+
+def test_base_weights_do_not_depend_on_the_callers_thread_count(tmp_path: Path) -> None:
+    """Whoever trains first (a 1-thread xdist worker, a notebook with all cores) must produce the same file."""
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        wide = load_subject("digits-cnn", cache_dir=tmp_path / "a")
+        torch.set_num_threads(1)
+        narrow = load_subject("digits-cnn", cache_dir=tmp_path / "b")
+    finally:
+        torch.set_num_threads(threads)
+    assert wide.sha256 == narrow.sha256
