@@ -8,7 +8,7 @@ import numbers
 import os
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 # Keys every row has (more may follow: timings, environment, hashes).
 ROW_KEYS = (
@@ -67,12 +67,3 @@ class ResultsFile:
         partial = self.path.with_suffix(".tmp")
         partial.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in self.rows), encoding="utf-8")
         os.replace(partial, self.path)
-
-
-def read_rows(paths: Iterable[Path]) -> list[dict[str, Any]]:
-    """Rows of one or more JSON Lines files (e.g. shards of one run)."""
-    rows = []
-    for path in paths:
-        with open(path, encoding="utf-8") as handle:
-            rows.extend(json.loads(line) for line in handle if line.strip())
-    return rows
