@@ -13,7 +13,8 @@ from torch import nn
 from . import methods
 from .context import PruneContext
 from .errors import CaseFailure
-from .invariants import check_architecture, check_pruned, shapes
+from .invariants import check_architecture, check_no_hooks, check_pruned, check_untouched, shapes
+from .guards import isolated_globals, time_limit
 from .masks import MaskEnforcer, apply_masks, prunable_modules, validate_masks
 from .metrics import count_parameters, sparse_flops
 from .subject import Subject
@@ -57,17 +58,18 @@ def environment(device: torch.device) -> dict[str, str]:
     }
 
 
-def run_case(spec: CaseSpec, subject: Subject, result: dict[str, Any] | None = None) -> dict[str, Any]:
+def run_case(spec: CaseSpec, subject: Subject, result: dict[str, Any] | None = None, *, timeout: float = 0) -> dict[str, Any]:
     """Run one case on ``subject`` and return its measurements.
 
     Measurements are written into ``result`` as soon as they exist, so a case that fails late
     still reports what it measured before failing. Raises :class:`CaseFailure` (message prefixed
     with the case's label) when the method crashes, its masks are malformed, it misses the
-    requested compression, or an invariant breaks.
+    requested compression, an invariant breaks, or the case runs past ``timeout`` seconds (0: no limit).
     """
     result = {} if result is None else result
     try:
-        _run(spec, subject, result)
+        with isolated_globals(), time_limit(timeout):
+            _run(spec, subject, result)
     except CaseFailure as failure:
         failure.args = (f"[{spec.label}] {failure}",)
         raise
@@ -112,14 +114,17 @@ def _run(spec: CaseSpec, subject: Subject, result: dict[str, Any]) -> None:
     torch.manual_seed(spec.seed)
     model = subject.fresh_model()
     architecture = shapes(model)
+    before = {name: value.clone() for name, value in model.state_dict().items()}
     inputs, targets = subject.batch(spec.seed)
     ctx = PruneContext(model, spec.ratio, inputs, targets, seed=spec.seed)
 
     start = time.perf_counter()
     masks, weights = methods.call(m, ctx)
     result["prune_seconds"] = time.perf_counter() - start
-    check_architecture(architecture, model, f"method {spec.method!r}")
+    who = f"method {spec.method!r}"
+    check_architecture(architecture, model, who)
     masks = validate_masks(masks, ctx.prunable)
+    check_untouched(before, model, masks, who)
     apply_masks(ctx.prunable, masks, weights)
 
     total, nonzero = count_parameters(model)
@@ -136,6 +141,7 @@ def _run(spec: CaseSpec, subject: Subject, result: dict[str, Any]) -> None:
 
     result["finetune_seconds"] = finetune(model, subject, spec.seed, MaskEnforcer(ctx.prunable, masks))
     check_pruned(model, ctx.prunable, masks, check_inputs, subject.fresh_model, "after fine-tuning")
+    check_no_hooks(model, "after fine-tuning")
     result["top1"], result["top5"] = evaluate(model, subject.data.test, device=subject.device)
 
     weights_by_module = {module: ctx.prunable[param] for module, param in prunable_modules(model).items()}

@@ -28,6 +28,41 @@ def check_architecture(before: Mapping[str, tuple[int, ...]], model: nn.Module, 
         )
 
 
+def check_untouched(before: Mapping[str, Tensor], model: nn.Module, masks: Mapping[str, Tensor], who: str) -> None:
+    """A method may change nothing in place but entries its masks remove: new values must be *returned*,
+    so the harness sees them (and batch-norm statistics stay those of the shared base model)."""
+    changed = []
+    for name, value in model.state_dict().items():
+        old = before.get(name)
+        if old is None or old.shape != value.shape:
+            continue  # new or reshaped entries: the architecture and invariant-5 checks report those
+        kept = masks.get(name)
+        if not (torch.equal(value[kept], old[kept]) if kept is not None else torch.equal(value, old)):
+            changed.append(name)
+    if changed:
+        raise InvariantViolation(
+            f"{who} modified the model in place ({', '.join(changed)}); return masks, and new values for "
+            "kept weights, instead"
+        )
+
+
+_MODULE_HOOKS = ("_forward_pre_hooks", "_forward_hooks", "_backward_pre_hooks", "_backward_hooks")
+_TENSOR_HOOKS = ("_backward_hooks", "_post_accumulate_grad_hooks")
+
+
+def check_no_hooks(model: nn.Module, when: str) -> None:
+    """Once the harness has detached its own hooks, none may remain: a hook a method left behind can
+    train kept weights or change outputs in ways no mask check sees."""
+    found = [
+        f"{name or type(model).__name__}.{kind}"
+        for name, module in model.named_modules()
+        for kind in _MODULE_HOOKS
+        if getattr(module, kind, None)
+    ] + [f"{name}.{kind}" for name, p in model.named_parameters() for kind in _TENSOR_HOOKS if getattr(p, kind, None)]
+    if found:
+        raise InvariantViolation(f"{when}: the model still carries hooks ({', '.join(found)}); a method must not leave hooks behind")
+
+
 @torch.no_grad()
 def check_pruned(
     model: nn.Module,

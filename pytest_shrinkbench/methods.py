@@ -53,10 +53,14 @@ def method(name: str, *, baseline: bool = False) -> Callable[[MethodFn], MethodF
     return register
 
 
-def discover(folders: Iterable[Path]) -> None:
-    """Register methods of installed packages (entry points), then of ``*.py`` files in ``folders``."""
+def discover(folders: Iterable[Path]) -> dict[Path, str]:
+    """Register methods of installed packages (entry points), then of ``*.py`` files in ``folders``.
+
+    Returns the files that failed to import (path → error): one broken file must not take the
+    other methods down with it.
+    """
     _installed_modules.update(load_entry_points(ENTRY_POINT_GROUP))
-    load_files([f for f in folders if f.is_dir()], namespace="shrinkbench_methods")
+    return load_files([f for f in folders if f.is_dir()], namespace="shrinkbench_methods")
 
 
 _installed_modules: set[str] = set()
@@ -95,6 +99,8 @@ def call(m: Method, ctx: PruneContext) -> tuple[Masks, dict[str, Tensor]]:
     """
     try:
         out = m.fn(ctx)
+    except CaseFailure:
+        raise  # the harness's own verdict (e.g. a time limit) reached inside the method
     except Exception as exc:
         raise CaseFailure(f"method {m.name!r} raised {type(exc).__name__}: {exc}") from exc
     if isinstance(out, tuple) and len(out) == 2 and isinstance(out[1], Mapping):

@@ -21,6 +21,7 @@ DEFAULT_RESULTS = "shrinkbench-results"
 # CPU kernels reduce in a thread-count-dependent order, so the thread count is pinned (not derived
 # from -n): the same case gives the same numbers serially and under any number of workers.
 DEFAULT_THREADS = "1"
+DEFAULT_TIMEOUT = "1800"
 
 # (option, ini name, help); an option given on the command line wins over its ini value.
 SETTINGS = [
@@ -29,6 +30,8 @@ SETTINGS = [
     ("--shrink-seeds", "shrink_seeds", f"comma list of integer seeds (default: {DEFAULT_SEEDS})"),
     ("--shrink-results", "shrink_results", f"folder for the results JSON Lines files (default: <rootdir>/{DEFAULT_RESULTS})"),
     ("--shrink-threads", "shrink_threads", f"torch CPU threads per case (default: {DEFAULT_THREADS}); results are bit-reproducible for a given count, whatever -n is"),
+    ("--shrink-timeout", "shrink_timeout", f"seconds one case may take before it fails (default: {DEFAULT_TIMEOUT}; 0: no limit)"),
+    ("--shrink-max-memory", "shrink_max_memory", "GiB of address space per test process; an allocation beyond it fails its case (default: no limit; CPU only)"),
     ("--shrink-cache", "shrink_cache", "folder caching base models (default: $SHRINKBENCH_CACHE or ~/.cache/pytest-shrinkbench)"),
 ]
 
@@ -58,6 +61,8 @@ class ShrinkConfig:
     results_dir: Path
     cache_dir: Path | None
     threads: int
+    timeout: float
+    max_memory_gib: float | None
 
     def cases(self) -> list[CaseSpec]:
         """Every case, in the same order on every xdist worker."""
@@ -88,6 +93,17 @@ def _number_list(text: str, what: str, parse: type) -> list:
     return list(dict.fromkeys(values))
 
 
+def _one_number(config: pytest.Config, ini: str, default: str | None, what: str, minimum: float, parse: type = float):
+    """A single number >= ``minimum``, or None when unset and without default."""
+    text = _setting(config, ini, default)
+    if text is None:
+        return None
+    values = _number_list(text, what, parse)
+    if len(values) != 1 or not math.isfinite(values[0]) or values[0] < minimum:
+        raise pytest.UsageError(f"shrinkbench: {what} must be one {parse.__name__} >= {minimum:g}, got {text!r}")
+    return values[0]
+
+
 def _under(root: Path, path: Path) -> Path:
     """Relative paths are taken from the rootdir, so every xdist worker resolves them alike."""
     return path if path.is_absolute() else root / path
@@ -110,9 +126,9 @@ def parse(config: pytest.Config) -> ShrinkConfig:
     if bad:
         raise pytest.UsageError(f"shrinkbench: compression ratios must be finite and >= 1, got {bad}")
     seeds = _number_list(_setting(config, "shrink_seeds", DEFAULT_SEEDS), "--shrink-seeds", int)
-    threads = _number_list(_setting(config, "shrink_threads", DEFAULT_THREADS), "--shrink-threads", int)
-    if len(threads) != 1 or threads[0] < 1:
-        raise pytest.UsageError(f"shrinkbench: --shrink-threads must be one integer >= 1, got {threads}")
+    threads = _one_number(config, "shrink_threads", DEFAULT_THREADS, "--shrink-threads", minimum=1, parse=int)
+    timeout = _one_number(config, "shrink_timeout", DEFAULT_TIMEOUT, "--shrink-timeout", minimum=0)
+    max_memory = _one_number(config, "shrink_max_memory", None, "--shrink-max-memory", minimum=0.1)
     results = Path(_setting(config, "shrink_results", DEFAULT_RESULTS))
     cache = _setting(config, "shrink_cache", None)
     return ShrinkConfig(
@@ -122,5 +138,7 @@ def parse(config: pytest.Config) -> ShrinkConfig:
         seeds=sorted(seeds),
         results_dir=_under(config.rootpath, results),
         cache_dir=_under(config.rootpath, Path(cache)) if cache else None,
-        threads=threads[0],
+        threads=threads,
+        timeout=timeout,
+        max_memory_gib=max_memory,
     )

@@ -6,6 +6,8 @@ options; with it, the session collects the benchmark cases instead of the projec
 
 from __future__ import annotations
 
+import signal
+import threading
 from pathlib import Path
 from typing import Any, Callable
 
@@ -16,10 +18,12 @@ from . import methods
 from . import options
 from .case import CaseSpec, run_case
 from .leaderboard import aggregate, render
+from .guards import limit_memory, restore_memory
 from .results import ResultsFile, plain
 from .subject import Subject, load_subject
 
 CONFIG_KEY = pytest.StashKey[options.ShrinkConfig]()
+MEMORY_KEY = pytest.StashKey[int]()
 CASE_PROPERTY = "shrinkbench_case"
 RESULT_PROPERTY = "shrinkbench_result"
 PACKAGED_CASES = Path(__file__).with_name("cases.py")
@@ -44,20 +48,37 @@ def pytest_configure(config: pytest.Config) -> None:
     if not config.getoption("shrink_method"):
         return
     folders = [config.rootpath / "methods", *config.getini("shrink_method_dirs")]
+    broken = "; ".join(f"{path}: {error}" for path, error in methods.discover(folders).items())
     try:
-        methods.discover(folders)
-    except Exception as exc:
-        raise pytest.UsageError(f"shrinkbench: could not load methods: {type(exc).__name__}: {exc}") from exc
-    config.stash[CONFIG_KEY] = options.parse(config)
+        config.stash[CONFIG_KEY] = options.parse(config)
+    except pytest.UsageError as error:
+        raise pytest.UsageError(f"{error} (method files that failed to import: {broken})" if broken else str(error)) from None
+    if broken and not _is_worker(config):
+        config.issue_config_time_warning(pytest.PytestConfigWarning(f"shrinkbench: method files failed to import: {broken}"), stacklevel=2)
     if config.args_source != pytest.Config.ArgsSource.ARGS:
         config.args = _benchmark_paths(config)
-    torch.set_num_threads(config.stash[CONFIG_KEY].threads)
+    shrink = config.stash[CONFIG_KEY]
+    torch.set_num_threads(shrink.threads)
+    if shrink.max_memory_gib is not None:
+        config.stash[MEMORY_KEY] = limit_memory(shrink.max_memory_gib)  # inherited by xdist workers
     if not _is_worker(config):
-        config.pluginmanager.register(ResultsRecorder(config.stash[CONFIG_KEY]), "shrinkbench-results")
+        config.pluginmanager.register(ResultsRecorder(shrink), "shrinkbench-results")
+        if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            # SIGTERM (a scheduler's kill, a CI timeout) ends the session like Ctrl-C: finished rows
+            # are already on disk, and the file is still sorted and the partial leaderboard printed.
+            signal.signal(signal.SIGTERM, _interrupt)
+            config.add_cleanup(lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL))
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"shrinkbench: received signal {signum}")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     methods.forget_session_methods()  # a project's methods are re-discovered per session
+    previous = config.stash.get(MEMORY_KEY, None)
+    if previous is not None:
+        restore_memory(previous)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -84,13 +105,13 @@ def shrink_subjects(pytestconfig: pytest.Config) -> Callable[[str], Subject]:
 class ShrinkCase:
     """A case bound to its subject and its test item, so its result travels in ``user_properties``."""
 
-    def __init__(self, spec: CaseSpec, subject: Subject, item: pytest.Item) -> None:
-        self.spec, self.subject, self.item = spec, subject, item
+    def __init__(self, spec: CaseSpec, subject: Subject, item: pytest.Item, timeout: float) -> None:
+        self.spec, self.subject, self.item, self.timeout = spec, subject, item, timeout
 
     def run(self) -> dict[str, Any]:
         result: dict[str, Any] = {}
         try:
-            return run_case(self.spec, self.subject, result)
+            return run_case(self.spec, self.subject, result, timeout=self.timeout)
         except Exception as exc:
             result["message"] = str(exc)
             raise
@@ -110,7 +131,7 @@ def shrink_case(request: pytest.FixtureRequest, shrink_subjects: Callable[[str],
         subject = shrink_subjects(spec.suite)
     except Exception as exc:
         raise RuntimeError(f"[{spec.label}] could not load suite {spec.suite!r}: {type(exc).__name__}: {exc}") from exc
-    return ShrinkCase(spec, subject, request.node)
+    return ShrinkCase(spec, subject, request.node, request.config.stash[CONFIG_KEY].timeout)
 
 
 class ResultsRecorder:
@@ -122,13 +143,22 @@ class ResultsRecorder:
 
     def __init__(self, config: options.ShrinkConfig) -> None:
         self.file = ResultsFile(config.results_dir)
+        self.cases = {case.id: case for case in config.cases()}
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         properties = dict(report.user_properties)
         case = properties.get(CASE_PROPERTY)
-        if case is None or not (report.when == "call" or (report.when == "setup" and not report.passed)):
+        if case is None and report.failed and report.when not in ("setup", "call", "teardown"):
+            # xdist's report for an item whose worker died (os._exit, OOM kill): no user_properties,
+            # so the case is found from its test id.
+            spec = self.cases.get(report.nodeid.rpartition("[")[2].rstrip("]"))
+            if spec is None:
+                return
+            case, result = spec.as_dict(), {"message": f"[{spec.label}] {report.longrepr}"}
+        elif case is None or not (report.when == "call" or (report.when == "setup" and not report.passed)):
             return
-        result = properties.get(RESULT_PROPERTY, {})
+        else:
+            result = properties.get(RESULT_PROPERTY, {})
         status = "passed" if report.passed else "skipped" if report.skipped else "failed"
         self.file.add({**case, **result, "status": status, "message": _message(report, result), "duration": report.duration})
 

@@ -73,12 +73,14 @@ def load_entry_points(group: str) -> list[str]:
     return modules
 
 
-def load_files(folders: Iterable[Path], namespace: str) -> None:
+def load_files(folders: Iterable[Path], namespace: str) -> dict[Path, str]:
     """Import each ``*.py`` (not ``_*.py``) in ``folders`` by path, in sorted order.
 
     Files are loaded by path, not as a package, so a researcher's ``methods/`` folder needs no
-    ``__init__.py`` and never shadows an installed module.
+    ``__init__.py`` and never shadows an installed module. A file that fails to import does not
+    stop the others: its error is returned (path → message) for the caller to report.
     """
+    errors: dict[Path, str] = {}
     for folder in folders:
         for path in sorted(Path(folder).glob("*.py")):
             if path.name.startswith("_"):
@@ -90,6 +92,7 @@ def load_files(folders: Iterable[Path], namespace: str) -> None:
             sys.modules[module_name] = module
             try:
                 spec.loader.exec_module(module)
-            except BaseException:
+            except Exception as exc:
                 del sys.modules[module_name]
-                raise
+                errors[path] = f"{type(exc).__name__}: {exc}"
+    return errors

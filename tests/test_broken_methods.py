@@ -7,8 +7,13 @@ import json
 import pytest
 
 BROKEN = '''
+import os
+import time
+
 import torch
 import torch.nn.functional as F
+from torch.optim.optimizer import register_optimizer_step_post_hook
+
 from pytest_shrinkbench import method
 
 
@@ -53,6 +58,121 @@ def under_prunes(ctx):
     return {n: torch.ones_like(w, dtype=torch.bool) for n, w in ctx.prunable.items()}
 
 
+@method("returns-none")
+def returns_none(ctx):
+    return None
+
+
+@method("returns-list")
+def returns_list(ctx):
+    return list(magnitude(ctx).values())
+
+
+@method("unknown-parameter")
+def unknown_parameter(ctx):
+    return {**magnitude(ctx), "fc9.weight": torch.ones(3, dtype=torch.bool)}
+
+
+@method("missing-parameter")
+def missing_parameter(ctx):
+    masks = magnitude(ctx)
+    del masks["fc3.weight"]
+    return masks
+
+
+@method("wrong-device")
+def wrong_device(ctx):
+    masks = magnitude(ctx)
+    masks["fc1.weight"] = masks["fc1.weight"].to("meta")
+    return masks
+
+
+@method("over-prunes")
+def over_prunes(ctx):
+    masks = magnitude(ctx)
+    masks["fc2.weight"] = torch.zeros_like(masks["fc2.weight"])
+    return masks
+
+
+@method("edits-in-place")
+def edits_in_place(ctx):
+    masks = magnitude(ctx)
+    with torch.no_grad():
+        ctx.model.fc2.weight.mul_(2.0)  # should have been returned as new weights
+    return masks
+
+
+@method("changes-architecture")
+def changes_architecture(ctx):
+    ctx.model.fc2 = torch.nn.Linear(300, 50)
+    ctx.model.fc3 = torch.nn.Linear(50, 10)
+    return magnitude(ctx)
+
+
+@method("hangs")
+def hangs(ctx):
+    while True:
+        time.sleep(0.05)
+
+
+@method("memory-hog")
+def memory_hog(ctx):
+    """Reserves 64 GiB of address space in 1 GiB blocks (untouched, so only a limit stops it)."""
+    return [torch.empty(2**30, dtype=torch.uint8) for _ in range(64)]
+
+
+@method("exits")
+def exits(ctx):
+    os._exit(3)
+
+
+@method("evil-global-hook")
+def evil_global_hook(ctx):
+    """A process-wide optimizer hook reviving masked weights; sorts before the honest methods, so in a
+    serial run they execute after it: they must neither fail nor be touched by it."""
+    masks = magnitude(ctx)
+    removed = ~masks["fc1.weight"]
+
+    def revive(optimizer, args, kwargs):
+        with torch.no_grad():
+            for group in optimizer.param_groups:
+                for p in group["params"]:
+                    if p.shape == removed.shape:
+                        p[removed] = 0.01
+
+    register_optimizer_step_post_hook(revive)
+    torch.set_num_threads(2)  # also leaves the thread count changed
+    return masks
+
+
+@method("revives-by-gradient-hook")
+def revives_by_gradient_hook(ctx):
+    """Registers, at the first fine-tuning forward, a gradient hook (after the harness's) that fills masked grads."""
+    masks = magnitude(ctx)
+    removed = ~masks["fc2.weight"]
+    state = {"done": False}
+
+    def arm(module, inputs):
+        if module.training and not state["done"]:
+            module.weight.register_hook(lambda grad: grad + removed.float())
+            state["done"] = True
+
+    ctx.model.fc2.register_forward_pre_hook(arm)
+    return masks
+
+
+@method("trains-kept-weights")
+def trains_kept_weights(ctx):
+    """A hook nudging *kept* weights while fine-tuning: extra training no mask check can see."""
+    def nudge(module, inputs):
+        if module.training:
+            with torch.no_grad():
+                module.weight.mul_(1.0001)
+
+    ctx.model.fc3.register_forward_pre_hook(nudge)
+    return magnitude(ctx)
+
+
 @method("revives-in-training")
 def revives_in_training(ctx):
     """A forward pre-hook that writes into masked weights, only while fine-tuning (invariant 3)."""
@@ -85,6 +205,19 @@ def dense_copy_buffer(ctx):
 '''
 
 EXPECTED = {
+    "returns-none": "method 'returns-none' returned NoneType; expected a dict of masks or (masks, new_weights)",
+    "returns-list": "method 'returns-list' returned list",
+    "unknown-parameter": "masks for unknown parameters ['fc9.weight']",
+    "missing-parameter": "no mask for prunable parameters ['fc3.weight']",
+    "wrong-device": "mask of 'fc1.weight' is on meta, parameter is on cpu",
+    "over-prunes": "requested compression x4 but the masks achieve x",
+    "edits-in-place": "method 'edits-in-place' modified the model in place (fc2.weight); return masks",
+    "changes-architecture": "method 'changes-architecture' changed the architecture (added [], removed [], reshaped ['fc2.bias', 'fc2.weight', 'fc3.weight'])",
+    "hangs": "timed out after 10 s (--shrink-timeout)",
+    "memory-hog": "method 'memory-hog' raised RuntimeError",
+    "evil-global-hook": "invariant 3 (fine-tuning epoch 1): 'fc1.weight' had",
+    "trains-kept-weights": "after fine-tuning: the model still carries hooks (fc3._forward_pre_hooks)",
+    "revives-by-gradient-hook": "invariant 3 (fine-tuning epoch 1): 'fc2.weight' received non-zero gradient in",
     "wrong-shape": "mask of 'fc1.weight' has shape (10, 64), parameter has (300, 64)",
     "float-mask": "mask of 'fc2.weight' has dtype torch.float32, expected torch.bool",
     "raises": "method 'raises' raised RuntimeError: planted crash",
@@ -96,20 +229,26 @@ EXPECTED = {
 }
 
 
+# os._exit kills a serial session outright; under xdist the worker is replaced and the run goes on.
+CRASHES = {"exits": "crashed while running"}
+
+
 @pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["serial", "xdist"])
 def test_each_broken_method_fails_alone(project: pytest.Pytester, workers: list[str]) -> None:
     project.mkdir("methods").joinpath("broken.py").write_text(BROKEN)
-    names = ",".join(["global-magnitude", "new-weights", *EXPECTED])
+    expected = {**EXPECTED, **CRASHES} if workers else EXPECTED
+    names = ",".join(["global-magnitude", "new-weights", *expected])
     result = project.runpytest_subprocess(
-        f"--shrink-method={names}", "--shrink-suite=digits-mlp", "--shrink-ratios=4", "--shrink-seeds=0", *workers
+        f"--shrink-method={names}", "--shrink-suite=digits-mlp", "--shrink-ratios=4", "--shrink-seeds=0",
+        "--shrink-timeout=10", "--shrink-max-memory=8", *workers,
     )
-    result.assert_outcomes(passed=2, failed=len(EXPECTED))
+    result.assert_outcomes(passed=2, failed=len(expected))
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     rows = {r["method"]: r for f in (project.path / "results").glob("*.jsonl") for r in map(json.loads, f.read_text().splitlines())}
-    assert rows.keys() == {"global-magnitude", "new-weights", *EXPECTED}
+    assert rows.keys() == {"global-magnitude", "new-weights", *expected}
     assert rows["global-magnitude"]["status"] == rows["new-weights"]["status"] == "passed"
     assert rows["new-weights"]["top1_pre"] != rows["global-magnitude"]["top1_pre"], "returned weights must be used"
-    for name, text in EXPECTED.items():
+    for name, text in expected.items():
         row = rows[name]
         assert row["status"] == "failed", name
         assert row["message"].startswith(f"[method={name} suite=digits-mlp ratio=x4 seed=0] "), row["message"]
@@ -117,5 +256,44 @@ def test_each_broken_method_fails_alone(project: pytest.Pytester, workers: list[
     assert "masked entries non-zero after optimizer steps" in rows["revives-in-training"]["message"]
     # The honest method is ranked; every broken one is shown failed, never ranked.
     result.stdout.fnmatch_lines(["x4*global-magnitude*[*]1*"])
-    for name in EXPECTED:
+    for name in expected:
         result.stdout.fnmatch_lines([f"x4*{name}*FAILED 1/1*"])
+    assert rows["global-magnitude"]["threads"] == 1, "a method's thread change must not leak into later cases"
+
+
+SLOW = '''
+import time
+from pytest_shrinkbench import method
+
+
+@method("slow")
+def slow(ctx):
+    time.sleep(0.5)
+    return ctx.keep_top({n: w.detach().abs() for n, w in ctx.prunable.items()})
+'''
+
+
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["serial", "xdist"])
+def test_sigterm_keeps_finished_rows_and_prints_a_partial_leaderboard(project: pytest.Pytester, workers: list[str]) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    project.mkdir("methods").joinpath("slow.py").write_text(SLOW)
+    process = project.popen(
+        [sys.executable, "-m", "pytest", "--shrink-method=slow", "--shrink-suite=digits-mlp", "--shrink-ratios=2,4",
+         "--shrink-seeds=0,1,2,3,4,5,6,7,8,9", *workers],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
+    )
+    results = project.path / "results"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and sum(len(f.read_text().splitlines()) for f in results.glob("*.jsonl")) < 3:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == pytest.ExitCode.INTERRUPTED, output
+    rows = [json.loads(line) for f in results.glob("*.jsonl") for line in f.read_text().splitlines()]
+    assert 3 <= len(rows) < 20 and all(r["status"] == "passed" for r in rows)
+    assert rows == sorted(rows, key=lambda r: (r["ratio"], r["seed"])), "the file is finalized (sorted) on the way out"
+    assert "shrinkbench leaderboard: digits-mlp" in output and f"{len(rows)} results written to" in output

@@ -100,8 +100,13 @@ def test_methods_from_methods_folder_and_conftest(project: pytest.Pytester) -> N
         (["--shrink-method=random", "--shrink-ratios=two"], "*--shrink-ratios must be a comma list of floats*"),
         (["--shrink-method=random", "--shrink-seeds=,"], "*--shrink-seeds is empty*"),
         (["--shrink-method=random", "--shrink-suite=cifar99"], "*unknown suite 'cifar99'*"),
+        (["--shrink-method=random", "--shrink-timeout=-1"], "*--shrink-timeout must be one float >= 0, got '-1'*"),
+        (["--shrink-method=random", "--shrink-threads=0"], "*--shrink-threads must be one int >= 1, got '0'*"),
+        (["--shrink-method=random", "--shrink-max-memory=lots"], "*--shrink-max-memory must be a comma list of floats*"),
+        (["--shrink-method=random", "--shrink-ratios=2,nan"], "*compression ratios must be finite and >= 1*"),
     ],
-    ids=["unknown-method", "ratio-below-one", "ratio-not-a-number", "no-seeds", "unknown-suite"],
+    ids=["unknown-method", "ratio-below-one", "ratio-not-a-number", "no-seeds", "unknown-suite", "negative-timeout",
+         "zero-threads", "memory-not-a-number", "ratio-nan"],
 )
 def test_bad_options_are_usage_errors(project: pytest.Pytester, args: list[str], message: str) -> None:
     result = project.runpytest_subprocess(*args)
@@ -135,3 +140,15 @@ def test_sessions_in_one_process_keep_installed_methods_only(project: pytest.Pyt
     second = project.runpytest_inprocess("--shrink-method=all", "--shrink-suite=digits-mlp", "--shrink-ratios=2", "--shrink-seeds=0", "--collect-only", "-q")
     ids = [line for line in second.stdout.lines if "::test_case[" in line]
     assert len(ids) == 5 and not any("local" in line for line in ids)
+
+
+def test_a_broken_method_file_costs_only_its_own_methods(project: pytest.Pytester) -> None:
+    methods = project.mkdir("methods")
+    methods.joinpath("broken.py").write_text("from pytest_shrinkbench import method\n\n@method('broken')\ndef broken(ctx)\n    pass\n")
+    result = project.runpytest_subprocess("--shrink-method=random", "--shrink-suite=digits-mlp", "--shrink-ratios=2", "--shrink-seeds=0")
+    result.assert_outcomes(passed=1, warnings=1)
+    result.stdout.fnmatch_lines(["*shrinkbench: method files failed to import: *broken.py: SyntaxError*"])
+    # Asking for a method of the broken file says why it is unknown.
+    result = project.runpytest_subprocess("--shrink-method=broken")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*unknown method 'broken'*(method files that failed to import: *broken.py: SyntaxError*"])
