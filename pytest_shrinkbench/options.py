@@ -13,6 +13,7 @@ import pytest
 
 from . import methods
 from .case import CaseSpec
+from .gate import DEFAULT_TOLERANCE_POINTS, DEFAULT_TOLERANCE_STDS, load_baseline
 from .suites import DEFAULT_SUITES, SUITES
 
 DEFAULT_RATIOS = "1,2,4,8,16,32"
@@ -21,6 +22,7 @@ DEFAULT_RESULTS = "shrinkbench-results"
 # CPU kernels reduce in a thread-count-dependent order, so the thread count is pinned (not derived
 # from -n): the same case gives the same numbers serially and under any number of workers.
 DEFAULT_THREADS = "1"
+DEFAULT_STORE = "store.sqlite"
 
 # (option, ini name, help); an option given on the command line wins over its ini value.
 SETTINGS = [
@@ -30,6 +32,12 @@ SETTINGS = [
     ("--shrink-results", "shrink_results", f"folder for the results JSON Lines files (default: <rootdir>/{DEFAULT_RESULTS})"),
     ("--shrink-threads", "shrink_threads", f"torch CPU threads per case (default: {DEFAULT_THREADS}); results are bit-reproducible for a given count, whatever -n is"),
     ("--shrink-cache", "shrink_cache", "folder caching base models (default: $SHRINKBENCH_CACHE or ~/.cache/pytest-shrinkbench)"),
+    ("--shrink-store", "shrink_store", f"results store, an SQLite file every finished case is written to (default: <results folder>/{DEFAULT_STORE}; 'none': no store, no reuse)"),
+    ("--shrink-report", "shrink_report", "also write the report (Markdown, CSV, JSON, HTML, plots) of this session's results into this folder"),
+    ("--shrink-baseline", "shrink_baseline", "regression gate: compare mean top-1 per method x suite x ratio to this baseline file; a drop beyond the tolerance fails the session"),
+    ("--shrink-save-baseline", "shrink_save_baseline", "write this session's leaderboard as a baseline file (expected mean top-1, std, n per method x suite x ratio)"),
+    ("--shrink-tolerance", "shrink_tolerance", f"gate: allowed drop of mean top-1 in percentage points (default: {DEFAULT_TOLERANCE_POINTS:g}); the larger of this and --shrink-tolerance-stds applies"),
+    ("--shrink-tolerance-stds", "shrink_tolerance_stds", f"gate: allowed drop in standard deviations over seeds (default: {DEFAULT_TOLERANCE_STDS:g})"),
 ]
 
 
@@ -44,6 +52,20 @@ def add_options(parser: pytest.Parser) -> None:
     for flag, ini, text in SETTINGS:
         group.addoption(flag, dest=ini, default=None, help=text)
         parser.addini(ini, text, default=None)
+    group.addoption(
+        "--shrink-reuse",
+        dest="shrink_reuse",
+        action="store_true",
+        default=None,
+        help="reuse results already in the store for cases with the same key (the default): they are not run again",
+    )
+    group.addoption(
+        "--shrink-rerun",
+        dest="shrink_reuse",
+        action="store_false",
+        help="run every case even if the store has its result (the new result replaces the stored one)",
+    )
+    parser.addini("shrink_reuse", "reuse stored results of unchanged cases (default: true)", type="bool", default=True)
     parser.addini("shrink_method_dirs", "extra folders whose *.py files register methods (methods/ is always searched)", type="paths", default=[])
 
 
@@ -58,6 +80,13 @@ class ShrinkConfig:
     results_dir: Path
     cache_dir: Path | None
     threads: int
+    store_path: Path | None = None  # None: no store
+    reuse: bool = True
+    report_dir: Path | None = None
+    baseline: Path | None = None
+    save_baseline: Path | None = None
+    tolerance_points: float = DEFAULT_TOLERANCE_POINTS
+    tolerance_stds: float = DEFAULT_TOLERANCE_STDS
 
     def cases(self) -> list[CaseSpec]:
         """Every case, in the same order on every xdist worker."""
@@ -113,14 +142,39 @@ def parse(config: pytest.Config) -> ShrinkConfig:
     threads = _number_list(_setting(config, "shrink_threads", DEFAULT_THREADS), "--shrink-threads", int)
     if len(threads) != 1 or threads[0] < 1:
         raise pytest.UsageError(f"shrinkbench: --shrink-threads must be one integer >= 1, got {threads}")
-    results = Path(_setting(config, "shrink_results", DEFAULT_RESULTS))
+    results = _under(config.rootpath, Path(_setting(config, "shrink_results", DEFAULT_RESULTS)))
     cache = _setting(config, "shrink_cache", None)
+    store = _setting(config, "shrink_store", str(results / DEFAULT_STORE))
+    reuse = config.getoption("shrink_reuse")
+    paths = {name: _setting(config, name, None) for name in ("shrink_report", "shrink_baseline", "shrink_save_baseline")}
+    tolerances = {}
+    for name, default in (("shrink_tolerance", DEFAULT_TOLERANCE_POINTS), ("shrink_tolerance_stds", DEFAULT_TOLERANCE_STDS)):
+        flag = "--" + name.replace("_", "-")
+        values = _number_list(_setting(config, name, str(default)), flag, float)
+        if len(values) != 1 or not math.isfinite(values[0]) or values[0] < 0:
+            raise pytest.UsageError(f"shrinkbench: {flag} must be one number >= 0, got {values}")
+        tolerances[name] = values[0]
+    baseline = _under(config.rootpath, Path(paths["shrink_baseline"])) if paths["shrink_baseline"] else None
+    if baseline is not None:
+        if not baseline.is_file():
+            raise pytest.UsageError(f"shrinkbench: --shrink-baseline: no such file {baseline} (write one with --shrink-save-baseline)")
+        try:
+            load_baseline(baseline)
+        except ValueError as exc:
+            raise pytest.UsageError(f"shrinkbench: --shrink-baseline: {exc}") from None
     return ShrinkConfig(
         methods=chosen,
         suites=list(dict.fromkeys(suites)),
         ratios=sorted(ratios),
         seeds=sorted(seeds),
-        results_dir=_under(config.rootpath, results),
+        results_dir=results,
         cache_dir=_under(config.rootpath, Path(cache)) if cache else None,
         threads=threads[0],
+        store_path=None if store.lower() == "none" else _under(config.rootpath, Path(store)),
+        reuse=config.getini("shrink_reuse") if reuse is None else reuse,
+        report_dir=_under(config.rootpath, Path(paths["shrink_report"])) if paths["shrink_report"] else None,
+        baseline=baseline,
+        save_baseline=_under(config.rootpath, Path(paths["shrink_save_baseline"])) if paths["shrink_save_baseline"] else None,
+        tolerance_points=tolerances["shrink_tolerance"],
+        tolerance_stds=tolerances["shrink_tolerance_stds"],
     )
