@@ -102,7 +102,7 @@ def test_gate_end_to_end(project: pytest.Pytester) -> None:
     x2["top1"] -= 0.02
     baseline["entries"].append({**x2, "method": "ghost"})
     (project.path / "base.json").write_text(json.dumps(baseline))
-    gated = project.runpytest_subprocess(*args, "--shrink-baseline=base.json")
+    gated = project.runpytest_subprocess(*args, "--shrink-baseline=base.json", "--shrink-report=report")
     assert gated.parseoutcomes()["reused"] == 2
     assert gated.ret == pytest.ExitCode.TESTS_FAILED
     gated.stdout.fnmatch_lines([
@@ -118,6 +118,10 @@ def test_gate_end_to_end(project: pytest.Pytester) -> None:
         "digits-mlp*ghost*x2*",
         "shrinkbench gate FAILED: 1 regression(s), 0 unchanged, 1 improved, 1 missing, 0 new*",
     ])
+    # --shrink-report: the session's report, reused rows included, written by the same code as the command's.
+    report = project.path / "report"
+    assert {p.name for p in report.iterdir()} >= {"leaderboard.md", "leaderboard.html", "digits-mlp-top1-vs-compression.png"}
+    assert "| x4 | global-magnitude | *1 |" in (report / "leaderboard.md").read_text()
 
 
 @pytest.mark.parametrize(
