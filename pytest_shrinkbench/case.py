@@ -100,17 +100,23 @@ def finetune(model: nn.Module, subject: Subject, seed: int, enforcer: MaskEnforc
     return time.perf_counter() - start
 
 
-def _run(spec: CaseSpec, subject: Subject, result: dict[str, Any]) -> None:
-    suite = subject.suite
-    m = methods.METHODS.get(spec.method)
-    result.update(
+def provenance(spec: CaseSpec, subject: Subject) -> dict[str, Any]:
+    """What a case's numbers depend on besides its spec, known before it runs: the method's source
+    hash, the base weights' sha256, the recipe hash and the environment. With the spec, this is the
+    case's identity in the results store (:func:`pytest_shrinkbench.store.case_key`)."""
+    return dict(
         base_sha256=subject.sha256,
-        recipe_hash=suite.finetune_recipe.digest(),
-        method_hash=m.source_hash(),
+        recipe_hash=subject.suite.finetune_recipe.digest(),
+        method_hash=methods.METHODS.get(spec.method).source_hash(),
         top1_base=subject.base_top1,
         top5_base=subject.base_top5,
         **environment(subject.device),
     )
+
+
+def _run(spec: CaseSpec, subject: Subject, result: dict[str, Any]) -> None:
+    m = methods.METHODS.get(spec.method)
+    result.update(provenance(spec, subject))
     torch.manual_seed(spec.seed)
     model = subject.fresh_model()
     architecture = shapes(model)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -19,6 +20,8 @@ class Entry:
     ratio: float
     top1: list[float] = field(default_factory=list)
     top1_pre: list[float] = field(default_factory=list)
+    top5: list[float] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=list)  # aligned with the metric lists
     compression: list[float] = field(default_factory=list)
     speedup: list[float] = field(default_factory=list)
     failed: int = 0
@@ -28,6 +31,15 @@ class Entry:
     @property
     def n(self) -> int:
         return len(self.top1)
+
+    @property
+    def status(self) -> str:
+        """``*1`` (best), a rank, ``FAILED k/n`` or ``skipped``, as the tables show it."""
+        if self.rank is not None:
+            return "*1" if self.rank == 1 else str(self.rank)
+        if self.failed:
+            return f"FAILED {self.failed}/{self.failed + self.n + self.skipped}"
+        return "skipped"
 
     @property
     def rankable(self) -> bool:
@@ -44,6 +56,8 @@ def aggregate(rows: Iterable[dict[str, Any]]) -> list[Entry]:
         if row["status"] == "passed":
             entry.top1.append(row["top1"])
             entry.top1_pre.append(row["top1_pre"])
+            entry.top5.append(row.get("top5"))
+            entry.seeds.append(int(row["seed"]))
             entry.compression.append(row["compression"])
             entry.speedup.append(row["speedup"])
         elif row["status"] == "skipped":
@@ -74,15 +88,106 @@ def render(entries: list[Entry]) -> dict[str, str]:
     """One plain-text table per suite; the best method at each ratio is marked with ``*``."""
     tables: dict[str, list[list[str]]] = defaultdict(list)
     for e in entries:
-        if e.rank is not None:
-            status = "*1" if e.rank == 1 else str(e.rank)
-        elif e.failed:
-            status = f"FAILED {e.failed}/{e.failed + e.n + e.skipped}"
-        else:
-            status = "skipped"
         tables[e.suite].append([
-            f"x{e.ratio:g}", e.method, status, mean_std(e.top1), mean_std(e.top1_pre),
+            f"x{e.ratio:g}", e.method, e.status, mean_std(e.top1), mean_std(e.top1_pre),
             mean_std(e.compression, 2), mean_std(e.speedup, 2), str(e.n),
         ])
     headers = ["ratio", "method", "rank", "top-1 (fine-tuned)", "top-1 (pruned)", "compression", "speedup", "seeds"]
+    return {suite: tabulate(rows, headers=headers, tablefmt="simple") for suite, rows in tables.items()}
+
+
+def mean(values: list[float]) -> float | None:
+    return statistics.fmean(values) if values else None
+
+
+def std(values: list[float]) -> float | None:
+    """Sample standard deviation over seeds (0 for one seed, None for none)."""
+    if not values:
+        return None
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+@dataclass
+class Summary:
+    """One number per method and suite: the area under top-1 vs log2(compression ratio), per seed.
+
+    The area is divided by the log2 range of the suite's ratios, so it reads as the average top-1
+    over the compression range (1 for a method that loses nothing anywhere). Points are the
+    requested ratios (the same x for every method), each seed's curve integrated on its own
+    (trapezoids), then mean ± std over seeds. With one ratio it is the top-1 at that ratio.
+    """
+
+    suite: str
+    method: str
+    ratios: list[float]
+    auc: list[float] = field(default_factory=list)  # one per seed with a passed case at every ratio (none if any failed)
+    seeds: list[int] = field(default_factory=list)
+    failed: int = 0
+    missing: list[float] = field(default_factory=list)  # ratios of the suite with no passed case of this method
+    rank: int | None = None
+
+    @property
+    def n(self) -> int:
+        return len(self.auc)
+
+    @property
+    def rankable(self) -> bool:
+        return self.failed == 0 and not self.missing and self.n > 0
+
+    @property
+    def status(self) -> str:
+        if self.rank is not None:
+            return "*1" if self.rank == 1 else str(self.rank)
+        if self.failed:
+            return f"FAILED ({self.failed} case{'s' if self.failed > 1 else ''})"
+        if self.missing:
+            return "incomplete (no " + ", ".join(f"x{r:g}" for r in self.missing) + ")"
+        return "incomplete"
+
+
+def area(ratios: list[float], top1: list[float]) -> float:
+    """Normalized area under top-1 vs log2(ratio) (see :class:`Summary`); ``ratios`` ascending."""
+    if len(ratios) == 1:
+        return top1[0]
+    xs = [math.log2(r) for r in ratios]
+    total = sum((xs[i + 1] - xs[i]) * (top1[i] + top1[i + 1]) / 2 for i in range(len(xs) - 1))
+    return total / (xs[-1] - xs[0])
+
+
+def summarize(entries: list[Entry]) -> list[Summary]:
+    """Per suite and method, the :class:`Summary`, ranked per suite by mean area (failed or incomplete: unranked)."""
+    suite_ratios: dict[str, set[float]] = defaultdict(set)
+    by_method: dict[tuple[str, str], dict[float, Entry]] = defaultdict(dict)
+    for e in entries:
+        suite_ratios[e.suite].add(e.ratio)
+        by_method[(e.suite, e.method)][e.ratio] = e
+    summaries: list[Summary] = []
+    for (suite, method), at in by_method.items():
+        ratios = sorted(suite_ratios[suite])
+        summary = Summary(suite, method, ratios)
+        summary.failed = sum(e.failed for e in at.values())
+        summary.missing = [r for r in ratios if r not in at or at[r].n == 0]
+        if not summary.missing and not summary.failed:  # a failed method gets no number, as it gets no rank
+            per_seed = [dict(zip(at[r].seeds, at[r].top1)) for r in ratios]
+            for seed in sorted(set.intersection(*(set(p) for p in per_seed))):
+                summary.seeds.append(seed)
+                summary.auc.append(area(ratios, [p[seed] for p in per_seed]))
+        summaries.append(summary)
+    by_suite: dict[str, list[Summary]] = defaultdict(list)
+    for summary in summaries:
+        by_suite[summary.suite].append(summary)
+    for group in by_suite.values():
+        ranked = sorted((s for s in group if s.rankable), key=lambda s: (-statistics.fmean(s.auc), s.method))
+        for position, summary in enumerate(ranked, start=1):
+            tied = position > 1 and statistics.fmean(summary.auc) == statistics.fmean(ranked[position - 2].auc)
+            summary.rank = ranked[position - 2].rank if tied else position
+    return sorted(summaries, key=lambda s: (s.suite, s.rank or 10**9, s.method))
+
+
+def render_summary(summaries: list[Summary]) -> dict[str, str]:
+    """One plain-text table per suite of the one-number summaries."""
+    tables: dict[str, list[list[str]]] = defaultdict(list)
+    for s in summaries:
+        tables[s.suite].append([s.method, s.status, mean_std(s.auc), str(s.n)])
+    headers = ["method", "rank", "mean top-1 over log2 compression (area)", "seeds"]
     return {suite: tabulate(rows, headers=headers, tablefmt="simple") for suite, rows in tables.items()}

@@ -13,6 +13,7 @@ import pytest
 
 from . import methods
 from .case import CaseSpec
+from .gate import DEFAULT_TOLERANCE_POINTS, DEFAULT_TOLERANCE_STDS, load_baseline
 from .suites import DEFAULT_SUITES, SUITES
 
 DEFAULT_RATIOS = "1,2,4,8,16,32"
@@ -22,6 +23,7 @@ DEFAULT_RESULTS = "shrinkbench-results"
 # from -n): the same case gives the same numbers serially and under any number of workers.
 DEFAULT_THREADS = "1"
 DEFAULT_TIMEOUT = "1800"
+DEFAULT_STORE = "store.sqlite"
 
 # (option, ini name, help); an option given on the command line wins over its ini value.
 SETTINGS = [
@@ -33,6 +35,12 @@ SETTINGS = [
     ("--shrink-timeout", "shrink_timeout", f"seconds one case may take before it fails (default: {DEFAULT_TIMEOUT}; 0: no limit)"),
     ("--shrink-max-memory", "shrink_max_memory", "GiB of address space per test process; an allocation beyond it fails its case (default: no limit; CPU only)"),
     ("--shrink-cache", "shrink_cache", "folder caching base models (default: $SHRINKBENCH_CACHE or ~/.cache/pytest-shrinkbench)"),
+    ("--shrink-store", "shrink_store", f"results store, an SQLite file every finished case is written to (default: <results folder>/{DEFAULT_STORE}; 'none': no store, no reuse)"),
+    ("--shrink-report", "shrink_report", "also write the report (Markdown, CSV, JSON, HTML, plots) of this session's results into this folder"),
+    ("--shrink-baseline", "shrink_baseline", "regression gate: compare mean top-1 per method x suite x ratio to this baseline file; a drop beyond the tolerance fails the session"),
+    ("--shrink-save-baseline", "shrink_save_baseline", "write this session's leaderboard as a baseline file (expected mean top-1, std, n per method x suite x ratio)"),
+    ("--shrink-tolerance", "shrink_tolerance", f"gate: allowed drop of mean top-1 in percentage points (default: {DEFAULT_TOLERANCE_POINTS:g}); the larger of this and --shrink-tolerance-stds applies"),
+    ("--shrink-tolerance-stds", "shrink_tolerance_stds", f"gate: allowed drop in standard deviations over seeds (default: {DEFAULT_TOLERANCE_STDS:g})"),
 ]
 
 
@@ -47,6 +55,20 @@ def add_options(parser: pytest.Parser) -> None:
     for flag, ini, text in SETTINGS:
         group.addoption(flag, dest=ini, default=None, help=text)
         parser.addini(ini, text, default=None)
+    group.addoption(
+        "--shrink-reuse",
+        dest="shrink_reuse",
+        action="store_true",
+        default=None,
+        help="reuse results already in the store for cases with the same key (the default): they are not run again",
+    )
+    group.addoption(
+        "--shrink-rerun",
+        dest="shrink_reuse",
+        action="store_false",
+        help="run every case even if the store has its result (the new result replaces the stored one)",
+    )
+    parser.addini("shrink_reuse", "reuse stored results of unchanged cases (default: true)", type="bool", default=True)
     parser.addini("shrink_method_dirs", "extra folders whose *.py files register methods (methods/ is always searched)", type="paths", default=[])
 
 
@@ -63,6 +85,13 @@ class ShrinkConfig:
     threads: int
     timeout: float
     max_memory_gib: float | None
+    store_path: Path | None = None  # None: no store
+    reuse: bool = True
+    report_dir: Path | None = None
+    baseline: Path | None = None
+    save_baseline: Path | None = None
+    tolerance_points: float = DEFAULT_TOLERANCE_POINTS
+    tolerance_stds: float = DEFAULT_TOLERANCE_STDS
 
     def cases(self) -> list[CaseSpec]:
         """Every case, in the same order on every xdist worker."""
@@ -129,16 +158,38 @@ def parse(config: pytest.Config) -> ShrinkConfig:
     threads = _one_number(config, "shrink_threads", DEFAULT_THREADS, "--shrink-threads", minimum=1, parse=int)
     timeout = _one_number(config, "shrink_timeout", DEFAULT_TIMEOUT, "--shrink-timeout", minimum=0)
     max_memory = _one_number(config, "shrink_max_memory", None, "--shrink-max-memory", minimum=0.1)
-    results = Path(_setting(config, "shrink_results", DEFAULT_RESULTS))
+    results = _under(config.rootpath, Path(_setting(config, "shrink_results", DEFAULT_RESULTS)))
     cache = _setting(config, "shrink_cache", None)
+    store = _setting(config, "shrink_store", str(results / DEFAULT_STORE))
+    reuse = config.getoption("shrink_reuse")
+    paths = {name: _setting(config, name, None) for name in ("shrink_report", "shrink_baseline", "shrink_save_baseline")}
+    tolerances = {
+        name: _one_number(config, name, str(default), "--" + name.replace("_", "-"), minimum=0)
+        for name, default in (("shrink_tolerance", DEFAULT_TOLERANCE_POINTS), ("shrink_tolerance_stds", DEFAULT_TOLERANCE_STDS))
+    }
+    baseline = _under(config.rootpath, Path(paths["shrink_baseline"])) if paths["shrink_baseline"] else None
+    if baseline is not None:
+        if not baseline.is_file():
+            raise pytest.UsageError(f"shrinkbench: --shrink-baseline: no such file {baseline} (write one with --shrink-save-baseline)")
+        try:
+            load_baseline(baseline)
+        except ValueError as exc:
+            raise pytest.UsageError(f"shrinkbench: --shrink-baseline: {exc}") from None
     return ShrinkConfig(
         methods=chosen,
         suites=list(dict.fromkeys(suites)),
         ratios=sorted(ratios),
         seeds=sorted(seeds),
-        results_dir=_under(config.rootpath, results),
+        results_dir=results,
         cache_dir=_under(config.rootpath, Path(cache)) if cache else None,
         threads=threads,
         timeout=timeout,
         max_memory_gib=max_memory,
+        store_path=None if store.lower() == "none" else _under(config.rootpath, Path(store)),
+        reuse=config.getini("shrink_reuse") if reuse is None else reuse,
+        report_dir=_under(config.rootpath, Path(paths["shrink_report"])) if paths["shrink_report"] else None,
+        baseline=baseline,
+        save_baseline=_under(config.rootpath, Path(paths["shrink_save_baseline"])) if paths["shrink_save_baseline"] else None,
+        tolerance_points=tolerances["shrink_tolerance"],
+        tolerance_stds=tolerances["shrink_tolerance_stds"],
     )

@@ -8,24 +8,32 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pytest
 import torch
 
+from . import gate
 from . import methods
 from . import options
-from .case import CaseSpec, run_case
-from .leaderboard import aggregate, render
+from . import report as reports
+from .case import CaseSpec, provenance, run_case
 from .guards import limit_memory, restore_memory
+from .leaderboard import aggregate, render, render_summary, summarize
 from .results import ResultsFile, plain
+from .store import ResultsStore, case_key, is_store
 from .subject import Subject, load_subject
 
 CONFIG_KEY = pytest.StashKey[options.ShrinkConfig]()
 MEMORY_KEY = pytest.StashKey[int]()
 CASE_PROPERTY = "shrinkbench_case"
 RESULT_PROPERTY = "shrinkbench_result"
+# Flat scalar properties (``shrinkbench.top1`` ...) for JUnit XML, which shows each property as a string.
+JUNIT_METRICS = ("top1", "top5", "top1_pre", "top5_pre", "compression", "speedup", "params_total", "params_nonzero",
+                 "flops_dense", "flops_sparse", "prune_seconds", "finetune_seconds", "method_hash", "base_sha256",
+                 "recipe_hash", "reused")
 PACKAGED_CASES = Path(__file__).with_name("cases.py")
 
 
@@ -102,26 +110,74 @@ def shrink_subjects(pytestconfig: pytest.Config) -> Callable[[str], Subject]:
     return get
 
 
-class ShrinkCase:
-    """A case bound to its subject and its test item, so its result travels in ``user_properties``."""
+@pytest.fixture(scope="session")
+def shrink_stored(pytestconfig: pytest.Config) -> Iterator[Callable[[str], dict[str, Any] | None]]:
+    """Look up a passed result by case key in the results store (``None`` when reuse is off or not stored).
 
-    def __init__(self, spec: CaseSpec, subject: Subject, item: pytest.Item, timeout: float) -> None:
-        self.spec, self.subject, self.item, self.timeout = spec, subject, item, timeout
+    Each process (worker) reads the store itself: in WAL mode its reads never block the
+    controller's writes.
+    """
+    config = pytestconfig.stash.get(CONFIG_KEY, None)
+    path = config.store_path if config is not None and config.reuse else None
+    stores: list[ResultsStore] = []
+
+    def get(key: str) -> dict[str, Any] | None:
+        if path is None or not is_store(path):
+            return None
+        if not stores:
+            stores.append(ResultsStore(path, readonly=True))
+        return stores[0].get(key)
+
+    yield get
+    for store in stores:
+        store.close()
+
+
+class ShrinkCase:
+    """A case bound to its subject and its test item, so its result travels in ``user_properties``.
+
+    ``stored`` is the stored row of the same case key, when reuse is on: :meth:`run` then reports
+    that row (flagged ``reused``) instead of running the case again.
+    """
+
+    def __init__(
+        self, spec: CaseSpec, subject: Subject, item: pytest.Item, timeout: float, stored: dict[str, Any] | None = None
+    ) -> None:
+        self.spec, self.subject, self.item, self.timeout, self.stored = spec, subject, item, timeout, stored
 
     def run(self) -> dict[str, Any]:
-        result: dict[str, Any] = {}
+        if self.stored is not None:
+            row = {**self.stored, "reused": True}
+            self._record(row)
+            return row
+        result: dict[str, Any] = {"reused": False}
         try:
             return run_case(self.spec, self.subject, result, timeout=self.timeout)
         except Exception as exc:
             result["message"] = str(exc)
             raise
         finally:
-            self.item.user_properties.append((RESULT_PROPERTY, plain(result)))
+            self._record(result)
+
+    def _record(self, result: dict[str, Any]) -> None:
+        result = plain(result)
+        self.item.user_properties.append((RESULT_PROPERTY, result))
+        for name in JUNIT_METRICS:
+            if result.get(name) is not None:
+                self.item.user_properties.append((f"shrinkbench.{name}", result[name]))
 
 
 @pytest.fixture
-def shrink_case(request: pytest.FixtureRequest, shrink_subjects: Callable[[str], Subject]) -> ShrinkCase:
-    """The case this test runs (parametrized by the plugin)."""
+def shrink_case(
+    request: pytest.FixtureRequest,
+    shrink_subjects: Callable[[str], Subject],
+    shrink_stored: Callable[[str], dict[str, Any] | None],
+) -> ShrinkCase:
+    """The case this test runs (parametrized by the plugin).
+
+    The reuse check happens here, after the subject is loaded: the case key includes the base
+    weights' sha256, known only then.
+    """
     spec = getattr(request, "param", None)
     if not isinstance(spec, CaseSpec):
         pytest.skip("benchmark cases run only with --shrink-method=NAME[,NAME...|all|baselines]")
@@ -131,7 +187,22 @@ def shrink_case(request: pytest.FixtureRequest, shrink_subjects: Callable[[str],
         subject = shrink_subjects(spec.suite)
     except Exception as exc:
         raise RuntimeError(f"[{spec.label}] could not load suite {spec.suite!r}: {type(exc).__name__}: {exc}") from exc
-    return ShrinkCase(spec, subject, request.node, request.config.stash[CONFIG_KEY].timeout)
+    stored = shrink_stored(case_key({**spec.as_dict(), **provenance(spec, subject)}))
+    return ShrinkCase(spec, subject, request.node, request.config.stash[CONFIG_KEY].timeout, stored)
+
+
+def _reused(report: pytest.TestReport) -> bool:
+    for name, value in report.user_properties:
+        if name == RESULT_PROPERTY and isinstance(value, dict) and value.get("reused"):
+            return True
+    return False
+
+
+def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config) -> tuple[str, str, Any] | None:
+    """A case answered from the store shows as ``reused`` (``r``, ``REUSED``), not as a fresh pass."""
+    if report.when == "call" and report.passed and _reused(report):
+        return "reused", "r", ("REUSED", {"yellow": True})
+    return None
 
 
 class ResultsRecorder:
@@ -142,8 +213,12 @@ class ResultsRecorder:
     """
 
     def __init__(self, config: options.ShrinkConfig) -> None:
+        self.config = config
         self.file = ResultsFile(config.results_dir)
         self.cases = {case.id: case for case in config.cases()}
+        self.store = ResultsStore(config.store_path) if config.store_path is not None else None
+        self.gate: gate.GateResult | None = None
+        self.messages: list[tuple[str, dict[str, bool]]] = []  # (line, markup) for the terminal summary
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         properties = dict(report.user_properties)
@@ -159,17 +234,75 @@ class ResultsRecorder:
             return
         else:
             result = properties.get(RESULT_PROPERTY, {})
+            if result.get("reused") and report.passed:
+                self.file.add({**result, **case, "reused": True})  # the stored row, as it was measured
+                return
         status = "passed" if report.passed else "skipped" if report.skipped else "failed"
-        self.file.add({**case, **result, "status": status, "message": _message(report, result), "duration": report.duration})
+        row = {**case, **result, "status": status, "message": _message(report, result), "duration": report.duration,
+               "reused": False, "run": self.file.path.stem, "finished": _now()}
+        self.file.add(row)
+        if self.store is not None:
+            self.store.put(row)  # committed before the next case is reported
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> Any:
+        """Gate, baseline and report after the last case; a regression fails the session by its exit status."""
+        if exitstatus == pytest.ExitCode.INTERRUPTED:
+            if self.config.baseline or self.config.save_baseline:
+                self.messages.append(("shrinkbench: session interrupted: no baseline compared or saved", {"yellow": True}))
+        else:
+            self._finish()
+        result = yield
+        if self.gate is not None and self.gate.failed and session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        return result
+
+    def _finish(self) -> None:
+        entries = aggregate(self.file.rows)
+        if self.config.baseline is not None:
+            expected, setup = gate.load_baseline(self.config.baseline)  # checked when options were parsed
+            self.gate = gate.compare(entries, expected, points=self.config.tolerance_points,
+                                     stds=self.config.tolerance_stds, setup=setup, rows=self.file.rows)
+        if self.config.save_baseline is not None:
+            document = gate.save_baseline(self.config.save_baseline, entries, self.file.rows)
+            self.messages.append((f"shrinkbench: baseline of {len(document['entries'])} entries written to {self.config.save_baseline}", {}))
+        if self.config.report_dir is not None and self.file.rows:
+            written = reports.write(reports.build(self.file.rows, merge=False), self.config.report_dir)
+            self.messages.append((f"shrinkbench: report ({', '.join(sorted(written))}) written to {self.config.report_dir}", {}))
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
-        for suite, table in render(aggregate(self.file.rows)).items():
+        entries = aggregate(self.file.rows)
+        summaries = render_summary(summarize(entries))
+        for suite, table in render(entries).items():
             terminalreporter.write_sep("=", f"shrinkbench leaderboard: {suite}")
             terminalreporter.write_line(table)
+            terminalreporter.write_line("")
+            terminalreporter.write_line(summaries[suite])
+        reused = sum(1 for r in self.file.rows if r.get("reused"))
         terminalreporter.write_line(f"shrinkbench: {len(self.file.rows)} results written to {self.file.path}")
+        if self.store is not None:
+            terminalreporter.write_line(
+                f"shrinkbench: results store {self.store.path} ({len(self.store)} cases); "
+                + (f"{reused} cases reused from it (--shrink-rerun runs them again)" if reused else "no case reused")
+            )
+        if self.gate is not None:
+            terminalreporter.write_sep("=", f"shrinkbench gate: {self.config.baseline}", red=self.gate.failed, green=not self.gate.failed)
+            for line in gate.render(self.gate).splitlines():
+                terminalreporter.write_line(line, red=self.gate.failed and line.startswith("shrinkbench gate"),
+                                            bold=line.startswith("shrinkbench gate"))
+        for line, markup in self.messages:
+            terminalreporter.write_line(line, **markup)
 
     def pytest_unconfigure(self) -> None:
         self.file.close()
+        if self.store is not None:
+            self.store.close()
+
+
+def _now() -> str:
+    """UTC time with microseconds: orders a case's recordings when stores are merged."""
+    now = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}Z"
 
 
 def _message(report: pytest.TestReport, result: dict[str, Any]) -> str | None:

@@ -1,0 +1,91 @@
+"""``pytest-shrinkbench`` / ``python -m pytest_shrinkbench``: commands outside a pytest session.
+
+``report RESULTS...`` merges results stores and JSON Lines files (e.g. the shards of a split
+run), writes the leaderboard as Markdown, CSV, JSON and HTML with plots, and optionally gates
+on a baseline (exit 1 on a regression) or saves one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import gate, report
+
+EXIT_OK, EXIT_REGRESSION, EXIT_USAGE = 0, 1, 2
+
+
+def _formats(text: str) -> list[str]:
+    words = [w.strip() for w in text.split(",") if w.strip()]
+    unknown = [w for w in words if w not in report.FORMATS]
+    if not words or unknown:
+        raise argparse.ArgumentTypeError(f"formats are a comma list of {', '.join(report.FORMATS)}; got {text!r}")
+    return words
+
+
+def parser() -> argparse.ArgumentParser:
+    main = argparse.ArgumentParser(prog="pytest-shrinkbench", description=__doc__.split("\n\n")[0])
+    commands = main.add_subparsers(dest="command", required=True)
+    cmd = commands.add_parser(
+        "report",
+        help="merge results and write the leaderboard (Markdown, CSV, JSON, HTML with plots)",
+        description="Merge results stores (*.sqlite) and JSON Lines files (or folders of them), deduplicated by "
+        "case key, and write the leaderboard report.",
+    )
+    cmd.add_argument("results", nargs="+", type=Path, help="results stores, *.jsonl files, or folders holding them")
+    cmd.add_argument("-o", "--output", type=Path, default=Path("shrinkbench-report"), help="output folder (default: ./shrinkbench-report)")
+    cmd.add_argument("--format", dest="formats", type=_formats, default=list(report.FORMATS), help="comma list of md,csv,json,html (default: all)")
+    cmd.add_argument("--no-plots", action="store_true", help="skip the PNG plots (and their HTML images)")
+    cmd.add_argument("--title", default=None, help="title of the Markdown and HTML pages")
+    cmd.add_argument("--baseline", type=Path, help="compare to this baseline file; exit 1 on a regression")
+    cmd.add_argument("--save-baseline", type=Path, help="write the merged leaderboard's expected values here")
+    cmd.add_argument("--tolerance", type=float, default=gate.DEFAULT_TOLERANCE_POINTS, help="allowed drop of mean top-1, percentage points (default 1)")
+    cmd.add_argument("--tolerance-stds", type=float, default=gate.DEFAULT_TOLERANCE_STDS, help="allowed drop in stds over seeds (default 2); the larger allowance wins")
+    cmd.add_argument("-q", "--quiet", action="store_true", help="do not print the Markdown leaderboard")
+    return main
+
+
+def run_report(args: argparse.Namespace) -> int:
+    try:
+        rows, sources = report.read_rows(args.results)
+    except ValueError as exc:
+        print(f"pytest-shrinkbench report: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if not rows:
+        print("pytest-shrinkbench report: no result rows in " + ", ".join(map(str, args.results)), file=sys.stderr)
+        return EXIT_USAGE
+    board = report.build(rows, sources=sources, title=args.title)
+    written = report.write(board, args.output, args.formats, plots=not args.no_plots)
+    if not args.quiet:
+        print(report.to_markdown(board))
+        print()
+    print(f"read {len(rows)} rows from {len(sources)} source(s); {len(board.rows)} cases after merging")
+    for name, path in written.items():
+        print(f"wrote {path}")
+    status = EXIT_OK
+    if args.baseline is not None:
+        try:
+            expected, setup = gate.load_baseline(args.baseline)
+        except ValueError as exc:
+            print(f"pytest-shrinkbench report: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        result = gate.compare(board.entries, expected, points=args.tolerance, stds=args.tolerance_stds, setup=setup, rows=board.rows)
+        print(gate.render(result))
+        if result.failed:
+            status = EXIT_REGRESSION
+    if args.save_baseline is not None:
+        document = gate.save_baseline(args.save_baseline, board.entries, board.rows)
+        print(f"wrote baseline {args.save_baseline} ({len(document['entries'])} entries)")
+    return status
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.command == "report":
+        return run_report(args)
+    return EXIT_USAGE  # pragma: no cover (argparse requires a command)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
