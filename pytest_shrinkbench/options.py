@@ -6,13 +6,15 @@ Every bad value is a usage error before any case runs: a typo must not cost an h
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from . import methods
+from . import devices, methods
 from .case import CaseSpec
+from .checkpoints import Checkpoint, parse_weights
 from .suites import DEFAULT_SUITES, SUITES
 
 DEFAULT_RATIOS = "1,2,4,8,16,32"
@@ -30,6 +32,8 @@ SETTINGS = [
     ("--shrink-results", "shrink_results", f"folder for the results JSON Lines files (default: <rootdir>/{DEFAULT_RESULTS})"),
     ("--shrink-threads", "shrink_threads", f"torch CPU threads per case (default: {DEFAULT_THREADS}); results are bit-reproducible for a given count, whatever -n is"),
     ("--shrink-cache", "shrink_cache", "folder caching base models (default: $SHRINKBENCH_CACHE or ~/.cache/pytest-shrinkbench)"),
+    ("--shrink-data-root", "shrink_data_root", "folder holding the vision suites' data in torchvision's layouts (default: $SHRINKBENCH_DATA)"),
+    ("--shrink-device", "shrink_device", "auto|cpu|cuda (default: auto = cuda when available); under -n, worker k uses GPU k mod count"),
 ]
 
 
@@ -44,6 +48,15 @@ def add_options(parser: pytest.Parser) -> None:
     for flag, ini, text in SETTINGS:
         group.addoption(flag, dest=ini, default=None, help=text)
         parser.addini(ini, text, default=None)
+    group.addoption(
+        "--shrink-weights",
+        dest="shrink_weights",
+        action="append",
+        default=None,
+        metavar="SUITE=PATH",
+        help="base checkpoint (a state_dict file) for SUITE; repeatable; several for one suite make the checkpoint an axis of the cases",
+    )
+    parser.addini("shrink_weights", "base checkpoints, one SUITE=PATH a line (the command line replaces them)", type="linelist", default=[])
     parser.addini("shrink_method_dirs", "extra folders whose *.py files register methods (methods/ is always searched)", type="paths", default=[])
 
 
@@ -58,16 +71,25 @@ class ShrinkConfig:
     results_dir: Path
     cache_dir: Path | None
     threads: int
+    data_root: Path | None = None  # where the vision suites' data is (torchvision's layouts)
+    weights: dict[str, tuple[Checkpoint, ...]] = field(default_factory=dict)  # --shrink-weights per suite
+    device: str = "cpu"  # resolved: "cpu" or "cuda"
 
     def cases(self) -> list[CaseSpec]:
-        """Every case, in the same order on every xdist worker."""
+        """Every case, in the same order on every xdist worker; several checkpoints of a suite are an axis."""
         return [
-            CaseSpec(m, s, r, seed)
+            CaseSpec(m, s, r, seed, weights=tag)
             for s in self.suites
+            for tag in [c.tag for c in self.weights.get(s, ()) if c.tag] or [None]
             for m in self.methods
             for r in self.ratios
             for seed in self.seeds
         ]
+
+    def checkpoint(self, suite: str, tag: str | None) -> Checkpoint | None:
+        """The checkpoint a case of ``suite`` with weights ``tag`` starts from (None: the suite's own base weights)."""
+        given = self.weights.get(suite, ())
+        return next((c for c in given if c.tag == tag), None)
 
 
 def _setting(config: pytest.Config, ini: str, default: str | None) -> str | None:
@@ -115,6 +137,18 @@ def parse(config: pytest.Config) -> ShrinkConfig:
         raise pytest.UsageError(f"shrinkbench: --shrink-threads must be one integer >= 1, got {threads}")
     results = Path(_setting(config, "shrink_results", DEFAULT_RESULTS))
     cache = _setting(config, "shrink_cache", None)
+    data_root = _setting(config, "shrink_data_root", None)
+    if data_root is None and os.environ.get("SHRINKBENCH_DATA"):
+        data_root = str(Path(os.environ["SHRINKBENCH_DATA"]).absolute())
+    try:
+        weights = parse_weights(
+            config.getoption("shrink_weights") or config.getini("shrink_weights"),
+            lambda text: _under(config.rootpath, Path(text).expanduser()),
+            SUITES,
+        )
+        device = devices.resolve(_setting(config, "shrink_device", "auto"))
+    except ValueError as exc:
+        raise pytest.UsageError(f"shrinkbench: {exc}") from None
     return ShrinkConfig(
         methods=chosen,
         suites=list(dict.fromkeys(suites)),
@@ -123,4 +157,7 @@ def parse(config: pytest.Config) -> ShrinkConfig:
         results_dir=_under(config.rootpath, results),
         cache_dir=_under(config.rootpath, Path(cache)) if cache else None,
         threads=threads[0],
+        data_root=_under(config.rootpath, Path(data_root).expanduser()) if data_root else None,
+        weights=weights,
+        device=device,
     )

@@ -12,9 +12,10 @@ from typing import Any, Callable
 import pytest
 import torch
 
-from . import methods
+from . import devices, methods
 from . import options
 from .case import CaseSpec, run_case
+from .errors import SuiteUnavailable
 from .leaderboard import aggregate, render
 from .results import ResultsFile, plain
 from .subject import Subject, load_subject
@@ -43,6 +44,8 @@ def _benchmark_paths(config: pytest.Config) -> list[str]:
 def pytest_configure(config: pytest.Config) -> None:
     if not config.getoption("shrink_method"):
         return
+    if _is_worker(config):
+        devices.pin_worker_gpu(config.workerinput)  # first: before anything initializes CUDA here
     folders = [config.rootpath / "methods", *config.getini("shrink_method_dirs")]
     try:
         methods.discover(folders)
@@ -54,6 +57,14 @@ def pytest_configure(config: pytest.Config) -> None:
     torch.set_num_threads(config.stash[CONFIG_KEY].threads)
     if not _is_worker(config):
         config.pluginmanager.register(ResultsRecorder(config.stash[CONFIG_KEY]), "shrinkbench-results")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """Controller (xdist): hand each worker the visible GPUs; worker k pins GPU k mod count."""
+    config = node.config.stash.get(CONFIG_KEY, None)
+    if config is not None and config.device == "cuda":
+        node.workerinput[devices.WORKER_GPUS_KEY] = devices.visible_gpus()
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -68,15 +79,34 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 @pytest.fixture(scope="session")
-def shrink_subjects(pytestconfig: pytest.Config) -> Callable[[str], Subject]:
-    """Load each suite's subject once per worker (the file lock makes one worker train it)."""
-    loaded: dict[str, Subject] = {}
-    cache_dir = pytestconfig.stash[CONFIG_KEY].cache_dir if CONFIG_KEY in pytestconfig.stash else None
+def shrink_subjects(pytestconfig: pytest.Config) -> Callable[..., Subject]:
+    """Load each suite's subject (per base checkpoint) once per worker (the file lock makes one worker train it).
 
-    def get(suite: str) -> Subject:
-        if suite not in loaded:
-            loaded[suite] = load_subject(suite, cache_dir=cache_dir)
-        return loaded[suite]
+    A suite that cannot load raises the same error for each of its cases, without trying again.
+    """
+    loaded: dict[tuple[str, str | None], Subject | Exception] = {}
+    config = pytestconfig.stash.get(CONFIG_KEY, None)
+
+    def get(suite: str, weights: str | None = None) -> Subject:
+        key = (suite, weights)
+        if key not in loaded:
+            checkpoint = config.checkpoint(suite, weights) if config else None
+            try:
+                loaded[key] = load_subject(
+                    suite,
+                    cache_dir=config.cache_dir if config else None,
+                    device=config.device if config else "cpu",
+                    data_root=config.data_root if config else None,
+                    weights=checkpoint.path if checkpoint else None,
+                )
+                if checkpoint and loaded[key].sha256 != checkpoint.sha256:
+                    raise RuntimeError(f"checkpoint {checkpoint.path} changed during the run (sha256 {loaded[key].sha256[:16]}..., was {checkpoint.sha256[:16]}...)")
+            except Exception as exc:
+                loaded[key] = exc
+        subject = loaded[key]
+        if isinstance(subject, Exception):
+            raise subject.with_traceback(None)  # a fresh traceback per case, not one growing with each
+        return subject
 
     return get
 
@@ -99,7 +129,7 @@ class ShrinkCase:
 
 
 @pytest.fixture
-def shrink_case(request: pytest.FixtureRequest, shrink_subjects: Callable[[str], Subject]) -> ShrinkCase:
+def shrink_case(request: pytest.FixtureRequest, shrink_subjects: Callable[..., Subject]) -> ShrinkCase:
     """The case this test runs (parametrized by the plugin)."""
     spec = getattr(request, "param", None)
     if not isinstance(spec, CaseSpec):
@@ -107,7 +137,9 @@ def shrink_case(request: pytest.FixtureRequest, shrink_subjects: Callable[[str],
     # Recorded before anything can fail, so even a setup error is reported as this case.
     request.node.user_properties.append((CASE_PROPERTY, spec.as_dict()))
     try:
-        subject = shrink_subjects(spec.suite)
+        subject = shrink_subjects(spec.suite, spec.weights)
+    except SuiteUnavailable as exc:  # its data or weights are not on this machine: one line, not a failure
+        pytest.skip(str(exc))
     except Exception as exc:
         raise RuntimeError(f"[{spec.label}] could not load suite {spec.suite!r}: {type(exc).__name__}: {exc}") from exc
     return ShrinkCase(spec, subject, request.node)
@@ -146,6 +178,8 @@ def _message(report: pytest.TestReport, result: dict[str, Any]) -> str | None:
     """Why a case did not pass: the harness's own message, else pytest's one-line crash summary."""
     if report.passed:
         return None
+    if report.skipped and isinstance(report.longrepr, tuple):  # (path, line, "Skipped: reason")
+        return str(report.longrepr[2]).removeprefix("Skipped: ")
     if result.get("message"):
         return result["message"]
     crash = getattr(report.longrepr, "reprcrash", None)
