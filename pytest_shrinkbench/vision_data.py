@@ -27,11 +27,11 @@ from functools import lru_cache
 from pathlib import Path
 
 import torch
-import torchvision
 from torch.utils.data import Subset
-from torchvision import transforms
 
 from .data import Splits
+
+# torchvision is imported where data is loaded, not here: every pytest session loads the plugin.
 
 MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
@@ -127,6 +127,8 @@ def _fingerprint_of(stats: tuple[tuple[str, int, int], ...]) -> str:
 
 
 def _normalize(mean: tuple[float, ...], std: tuple[float, ...]) -> list:
+    from torchvision import transforms
+
     return [transforms.ToTensor(), transforms.Normalize(mean, std)]
 
 
@@ -137,6 +139,9 @@ def mnist(root: Path) -> Splits:
 
 @lru_cache(maxsize=None)
 def _mnist(root: str) -> Splits:
+    import torchvision
+    from torchvision import transforms
+
     transform = transforms.Compose(_normalize(MNIST_MEAN, MNIST_STD))
     try:
         train = torchvision.datasets.MNIST(root, train=True, transform=transform, download=False)
@@ -153,6 +158,9 @@ def cifar10(root: Path) -> Splits:
 
 @lru_cache(maxsize=None)
 def _cifar10(root: str) -> Splits:
+    import torchvision
+    from torchvision import transforms
+
     augment = transforms.Compose(
         [transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(), *_normalize(CIFAR10_MEAN, CIFAR10_STD)]
     )
@@ -168,12 +176,16 @@ def _cifar10(root: str) -> Splits:
     return Splits(train, test)
 
 
-IMAGENET_TRAIN_TRANSFORM = transforms.Compose(
-    [transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip(), *_normalize(IMAGENET_MEAN, IMAGENET_STD)]
-)
-IMAGENET_EVAL_TRANSFORM = transforms.Compose(
-    [transforms.Resize(256), transforms.CenterCrop(224), *_normalize(IMAGENET_MEAN, IMAGENET_STD)]
-)
+@lru_cache(maxsize=None)
+def imagenet_transforms() -> tuple:
+    """(training, evaluation) transforms of ImageNet: random resized crop and flip; resize 256 and centre crop 224."""
+    from torchvision import transforms
+
+    train = transforms.Compose(
+        [transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip(), *_normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    )
+    evaluation = transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224), *_normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    return train, evaluation
 
 
 def imagenet(root: Path) -> Splits:
@@ -181,7 +193,9 @@ def imagenet(root: Path) -> Splits:
     return _imagenet(str(Path(root).resolve()))
 
 
-def _image_folder(folder: Path, split: str, transform: transforms.Compose) -> torchvision.datasets.ImageFolder:
+def _image_folder(folder: Path, split: str, transform: object) -> object:
+    import torchvision
+
     if (folder / "meta.bin").is_file() and (folder / split).is_dir():
         # torchvision's ImageNet class: reads the devkit's class names from meta.bin (weights_only), no archive parsing.
         return torchvision.datasets.ImageNet(str(folder), split=split, transform=transform)
@@ -193,17 +207,18 @@ def _imagenet(root: str) -> Splits:
     folder = imagenet_dir(Path(root))
     if folder is None:
         raise DataError(find_imagenet(Path(root)) or f"ImageNet not found under {root}")
+    train_transform, eval_transform = imagenet_transforms()
     try:
-        train = _image_folder(folder, "train", IMAGENET_TRAIN_TRANSFORM)
+        train = _image_folder(folder, "train", train_transform)
         if (folder / "val").is_dir():
-            test = _image_folder(folder, "val", IMAGENET_EVAL_TRANSFORM)
+            test = _image_folder(folder, "val", eval_transform)
             if test.classes != train.classes:
                 raise DataError(
                     f"ImageNet under {folder}: train/ has {len(train.classes)} classes and val/ has {len(test.classes)}, "
                     "or they are named differently; both must hold the same class folders"
                 )
             return Splits(train, test)
-        evaluation = _image_folder(folder, "train", IMAGENET_EVAL_TRANSFORM)
+        evaluation = _image_folder(folder, "train", eval_transform)
     except DataError:
         raise
     except Exception as exc:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import Tensor, nn
 
 class ShortcutA(nn.Module):
@@ -190,6 +189,8 @@ class LeNet5(nn.Module):
 
 def torchvision_model(name: str) -> nn.Module:
     """torchvision's builder ``name`` (e.g. ``resnet18``) with ``weights=None``: nothing is ever downloaded."""
+    import torchvision  # imported on use: every pytest session loads the plugin, few build ImageNet models
+
     return torchvision.models.get_model(name, weights=None)
 
 

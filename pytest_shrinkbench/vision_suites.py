@@ -24,7 +24,6 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import torch
-import torchvision
 
 from . import vision_data, vision_models
 from .recipe import Recipe, ScheduledRecipe
@@ -54,6 +53,8 @@ HUB_HASH = re.compile(r"-([a-f0-9]{6,})\.")  # torch.hub's convention: the file 
 
 def hub_checkpoint_names(model: str) -> list[str]:
     """File names of torchvision's published weights for ``model``, in the enum's order (V1 first)."""
+    import torchvision
+
     return [Path(urlparse(weights.url).path).name for weights in torchvision.models.get_model_weights(model)]
 
 

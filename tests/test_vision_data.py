@@ -125,7 +125,7 @@ def test_train_only_imagefolder_gets_a_fixed_stratified_holdout(tmp_path: Path) 
     assert sorted(train_idx + test_idx) == list(range(12)) and not set(train_idx) & set(test_idx)
     targets = splits.train.dataset.targets
     assert sorted(targets[i] for i in test_idx) == [0, 1, 2], "one held-out image per class (2% rounds up to one)"
-    assert splits.test.dataset.transform is vd.IMAGENET_EVAL_TRANSFORM and splits.train.dataset.transform is vd.IMAGENET_TRAIN_TRANSFORM
+    assert (splits.train.dataset.transform, splits.test.dataset.transform) == vd.imagenet_transforms()
     assert vd.holdout_split(targets, vd.HOLDOUT_FRACTION, vd.HOLDOUT_SEED) == (train_idx, test_idx), "seeded: the same every time"
 
 

@@ -185,3 +185,27 @@ def test_cuda_requested_without_a_gpu_is_a_usage_error(project: pytest.Pytester)
     result = project.runpytest_inprocess("--shrink-method=random", "--shrink-device=cuda")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--shrink-device=cuda, but torch sees no usable CUDA device*"])
+
+
+def test_data_root_and_weights_from_ini_env_and_command_line(project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--shrink-data-root beats ini shrink_data_root beats $SHRINKBENCH_DATA; ini shrink_weights lines give the axis too."""
+    from pytest_shrinkbench.plugin import CONFIG_KEY
+
+    (project.path / "a.pt").write_bytes(b"A")
+    (project.path / "b.pt").write_bytes(b"B")
+    monkeypatch.setenv("SHRINKBENCH_DATA", "/from/env")
+
+    def parsed(*args: str):
+        return project.parseconfigure("--shrink-method=random", "--shrink-suite=cifar10-resnet56", *args).stash[CONFIG_KEY]
+
+    assert parsed().data_root == Path("/from/env")
+    project.makeini("[pytest]\nshrink_results = results\nshrink_data_root = data\nshrink_weights =\n    cifar10-resnet56=a.pt\n    cifar10-resnet56=b.pt\n")
+    config = parsed()
+    assert config.data_root == project.path / "data", "relative paths are taken from the rootdir"
+    tags = [c.tag for c in config.weights["cifar10-resnet56"]]
+    assert tags == [f"w{sha256_of(project.path / n)[:8]}" for n in ("a.pt", "b.pt")]
+    assert [c.id for c in config.cases()] == [f"random-cifar10-resnet56-x{r}-seed{s}-{t}" for t in tags for r in (1, 2, 4, 8, 16, 32) for s in (0, 1, 2)]
+    config = parsed("--shrink-data-root=/from/cli", "--shrink-weights=cifar10-resnet56=b.pt")
+    assert config.data_root == Path("/from/cli")
+    assert [(c.path, c.tag) for c in config.weights["cifar10-resnet56"]] == [(project.path / "b.pt", None)], "the command line replaces the ini"
+    assert {c.weights for c in config.cases()} == {None}
