@@ -101,8 +101,8 @@ def test_two_checkpoints_are_an_axis_and_each_worker_pins_a_gpu(
     """Weights A vs weights B under -n 2: every case runs once per checkpoint, tagged by its sha256.
 
     Also the GPU wiring: the controller hands out the visible GPUs (an outer CUDA_VISIBLE_DEVICES=7,5,
-    faked as usable on the controller only) and worker k narrows its CUDA_VISIBLE_DEVICES to GPU k mod 2
-    before anything initializes CUDA (the workers, seeing no such GPU, run on the CPU).
+    faked as usable on the controller only, whatever --shrink-device says) and worker k narrows its
+    CUDA_VISIBLE_DEVICES to GPU k mod 2 before anything initializes CUDA (the workers then run on the CPU as told).
     """
     write_mnist(tmp_path / "data")
     sha_a = save_lenet5(tmp_path / "a.pt", 1.0)
@@ -121,7 +121,7 @@ def test_two_checkpoints_are_an_axis_and_each_worker_pins_a_gpu(
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "7,5")  # respected as given: its entries are handed out
     result = project.runpytest_subprocess(
         "--shrink-method=global-magnitude", "--shrink-suite=mnist-lenet5", f"--shrink-data-root={tmp_path / 'data'}",
-        "--shrink-ratios=4", "--shrink-seeds=0",
+        "--shrink-ratios=4", "--shrink-seeds=0", "--shrink-device=cpu",  # workers: cpu even where a GPU 7 exists
         f"--shrink-weights=mnist-lenet5={tmp_path / 'a.pt'}", "--shrink-weights", f"mnist-lenet5={tmp_path / 'b.pt'}",
         "-n", "2", "-v",
     )
