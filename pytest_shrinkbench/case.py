@@ -32,16 +32,19 @@ class CaseSpec:
     suite: str
     ratio: float
     seed: int
+    weights: str | None = None  # tag of the base checkpoint when a suite has several (--shrink-weights)
 
     @property
     def id(self) -> str:
-        """Test id, e.g. ``global-magnitude-digits-cnn-x8-seed1``."""
-        return f"{self.method}-{self.suite}-x{self.ratio:g}-seed{self.seed}"
+        """Test id, e.g. ``global-magnitude-digits-cnn-x8-seed1`` (``...-seed1-w3f2a9c1d`` with a checkpoint tag)."""
+        tag = f"-{self.weights}" if self.weights else ""
+        return f"{self.method}-{self.suite}-x{self.ratio:g}-seed{self.seed}{tag}"
 
     @property
     def label(self) -> str:
         """How failure messages name the case."""
-        return f"method={self.method} suite={self.suite} ratio=x{self.ratio:g} seed={self.seed}"
+        tag = f" weights={self.weights}" if self.weights else ""
+        return f"method={self.method} suite={self.suite} ratio=x{self.ratio:g} seed={self.seed}{tag}"
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

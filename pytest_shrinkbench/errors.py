@@ -11,3 +11,8 @@ class MaskError(CaseFailure):
 
 class InvariantViolation(CaseFailure):
     """A pruned model used or changed a weight its mask removed (invariants 2–5)."""
+
+
+class SuiteUnavailable(Exception):
+    """A suite cannot run here: its data or base weights are not on this machine. Its cases are
+    skipped with this one-line message (what is missing and how to provide it), never failed."""

@@ -51,8 +51,10 @@ def aggregate(rows: Iterable[dict[str, Any]]) -> list[Entry]:
     """Group rows by suite × ratio × method and rank methods per suite and ratio by mean top-1."""
     entries: dict[tuple[str, float, str], Entry] = {}
     for row in rows:
-        key = (row["suite"], float(row["ratio"]), row["method"])
-        entry = entries.setdefault(key, Entry(row["suite"], row["method"], float(row["ratio"])))
+        # Cases from different base checkpoints of a suite (--shrink-weights) are never averaged together.
+        suite = f"{row['suite']} [{row['weights']}]" if row.get("weights") else row["suite"]
+        key = (suite, float(row["ratio"]), row["method"])
+        entry = entries.setdefault(key, Entry(suite, row["method"], float(row["ratio"])))
         if row["status"] == "passed":
             entry.top1.append(row["top1"])
             entry.top1_pre.append(row["top1_pre"])

@@ -6,13 +6,15 @@ Every bad value is a usage error before any case runs: a typo must not cost an h
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from . import methods
+from . import devices, methods
 from .case import CaseSpec
+from .checkpoints import Checkpoint, parse_weights
 from .gate import DEFAULT_TOLERANCE_POINTS, DEFAULT_TOLERANCE_STDS, load_baseline
 from .suites import DEFAULT_SUITES, SUITES
 
@@ -41,6 +43,8 @@ SETTINGS = [
     ("--shrink-save-baseline", "shrink_save_baseline", "write this session's leaderboard as a baseline file (expected mean top-1, std, n per method x suite x ratio)"),
     ("--shrink-tolerance", "shrink_tolerance", f"gate: allowed drop of mean top-1 in percentage points (default: {DEFAULT_TOLERANCE_POINTS:g}); the larger of this and --shrink-tolerance-stds applies"),
     ("--shrink-tolerance-stds", "shrink_tolerance_stds", f"gate: allowed drop in standard deviations over seeds (default: {DEFAULT_TOLERANCE_STDS:g})"),
+    ("--shrink-data-root", "shrink_data_root", "folder holding the vision suites' data in torchvision's layouts (default: $SHRINKBENCH_DATA)"),
+    ("--shrink-device", "shrink_device", "auto|cpu|cuda (default: auto = cuda when available); under -n, worker k uses GPU k mod count"),
 ]
 
 
@@ -69,6 +73,15 @@ def add_options(parser: pytest.Parser) -> None:
         help="run every case even if the store has its result (the new result replaces the stored one)",
     )
     parser.addini("shrink_reuse", "reuse stored results of unchanged cases (default: true)", type="bool", default=True)
+    group.addoption(
+        "--shrink-weights",
+        dest="shrink_weights",
+        action="append",
+        default=None,
+        metavar="SUITE=PATH",
+        help="base checkpoint (a state_dict file) for SUITE; repeatable; several for one suite make the checkpoint an axis of the cases",
+    )
+    parser.addini("shrink_weights", "base checkpoints, one SUITE=PATH a line (the command line replaces them)", type="linelist", default=[])
     parser.addini("shrink_method_dirs", "extra folders whose *.py files register methods (methods/ is always searched)", type="paths", default=[])
 
 
@@ -92,16 +105,25 @@ class ShrinkConfig:
     save_baseline: Path | None = None
     tolerance_points: float = DEFAULT_TOLERANCE_POINTS
     tolerance_stds: float = DEFAULT_TOLERANCE_STDS
+    data_root: Path | None = None  # where the vision suites' data is (torchvision's layouts)
+    weights: dict[str, tuple[Checkpoint, ...]] = field(default_factory=dict)  # --shrink-weights per suite
+    device: str = "cpu"  # resolved: "cpu" or "cuda"
 
     def cases(self) -> list[CaseSpec]:
-        """Every case, in the same order on every xdist worker."""
+        """Every case, in the same order on every xdist worker; several checkpoints of a suite are an axis."""
         return [
-            CaseSpec(m, s, r, seed)
+            CaseSpec(m, s, r, seed, weights=tag)
             for s in self.suites
+            for tag in [c.tag for c in self.weights.get(s, ()) if c.tag] or [None]
             for m in self.methods
             for r in self.ratios
             for seed in self.seeds
         ]
+
+    def checkpoint(self, suite: str, tag: str | None) -> Checkpoint | None:
+        """The checkpoint a case of ``suite`` with weights ``tag`` starts from (None: the suite's own base weights)."""
+        given = self.weights.get(suite, ())
+        return next((c for c in given if c.tag == tag), None)
 
 
 def _setting(config: pytest.Config, ini: str, default: str | None) -> str | None:
@@ -175,6 +197,20 @@ def parse(config: pytest.Config) -> ShrinkConfig:
             load_baseline(baseline)
         except ValueError as exc:
             raise pytest.UsageError(f"shrinkbench: --shrink-baseline: {exc}") from None
+    data_root = _setting(config, "shrink_data_root", None)
+    if data_root is None and os.environ.get("SHRINKBENCH_DATA"):
+        data_root = str(Path(os.environ["SHRINKBENCH_DATA"]).absolute())
+    try:
+        weights = parse_weights(
+            config.getoption("shrink_weights") or config.getini("shrink_weights"),
+            lambda text: _under(config.rootpath, Path(text).expanduser()),
+            SUITES,
+        )
+        device = devices.resolve(_setting(config, "shrink_device", "auto"))
+    except ValueError as exc:
+        raise pytest.UsageError(f"shrinkbench: {exc}") from None
+    if max_memory is not None and device == "cuda":
+        raise pytest.UsageError("shrinkbench: --shrink-max-memory caps address space, which CUDA needs far more of; use it with --shrink-device=cpu")
     return ShrinkConfig(
         methods=chosen,
         suites=list(dict.fromkeys(suites)),
@@ -192,4 +228,7 @@ def parse(config: pytest.Config) -> ShrinkConfig:
         save_baseline=_under(config.rootpath, Path(paths["shrink_save_baseline"])) if paths["shrink_save_baseline"] else None,
         tolerance_points=tolerances["shrink_tolerance"],
         tolerance_stds=tolerances["shrink_tolerance_stds"],
+        data_root=_under(config.rootpath, Path(data_root).expanduser()) if data_root else None,
+        weights=weights,
+        device=device,
     )

@@ -15,11 +15,10 @@ from typing import Any, Callable, Iterator
 import pytest
 import torch
 
-from . import gate
-from . import methods
-from . import options
+from . import devices, gate, methods, options
 from . import report as reports
 from .case import CaseSpec, provenance, run_case
+from .errors import SuiteUnavailable
 from .guards import limit_memory, restore_memory
 from .leaderboard import aggregate, render, render_summary, summarize
 from .results import ResultsFile, plain
@@ -55,6 +54,8 @@ def _benchmark_paths(config: pytest.Config) -> list[str]:
 def pytest_configure(config: pytest.Config) -> None:
     if not config.getoption("shrink_method"):
         return
+    if _is_worker(config):
+        devices.pin_worker_gpu(config.workerinput)  # first: before anything initializes CUDA here
     folders = [config.rootpath / "methods", *config.getini("shrink_method_dirs")]
     broken = "; ".join(f"{path}: {error}" for path, error in methods.discover(folders).items())
     try:
@@ -82,6 +83,14 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"shrinkbench: received signal {signum}")
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """Controller (xdist): hand each worker the visible GPUs; worker k pins GPU k mod count."""
+    config = node.config.stash.get(CONFIG_KEY, None)
+    if config is not None and config.device == "cuda":
+        node.workerinput[devices.WORKER_GPUS_KEY] = devices.visible_gpus()
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     methods.forget_session_methods()  # a project's methods are re-discovered per session
     previous = config.stash.get(MEMORY_KEY, None)
@@ -97,15 +106,34 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 @pytest.fixture(scope="session")
-def shrink_subjects(pytestconfig: pytest.Config) -> Callable[[str], Subject]:
-    """Load each suite's subject once per worker (the file lock makes one worker train it)."""
-    loaded: dict[str, Subject] = {}
-    cache_dir = pytestconfig.stash[CONFIG_KEY].cache_dir if CONFIG_KEY in pytestconfig.stash else None
+def shrink_subjects(pytestconfig: pytest.Config) -> Callable[..., Subject]:
+    """Load each suite's subject (per base checkpoint) once per worker (the file lock makes one worker train it).
 
-    def get(suite: str) -> Subject:
-        if suite not in loaded:
-            loaded[suite] = load_subject(suite, cache_dir=cache_dir)
-        return loaded[suite]
+    A suite that cannot load raises the same error for each of its cases, without trying again.
+    """
+    loaded: dict[tuple[str, str | None], Subject | Exception] = {}
+    config = pytestconfig.stash.get(CONFIG_KEY, None)
+
+    def get(suite: str, weights: str | None = None) -> Subject:
+        key = (suite, weights)
+        if key not in loaded:
+            checkpoint = config.checkpoint(suite, weights) if config else None
+            try:
+                loaded[key] = load_subject(
+                    suite,
+                    cache_dir=config.cache_dir if config else None,
+                    device=config.device if config else "cpu",
+                    data_root=config.data_root if config else None,
+                    weights=checkpoint.path if checkpoint else None,
+                )
+                if checkpoint and loaded[key].sha256 != checkpoint.sha256:
+                    raise RuntimeError(f"checkpoint {checkpoint.path} changed during the run (sha256 {loaded[key].sha256[:16]}..., was {checkpoint.sha256[:16]}...)")
+            except Exception as exc:
+                loaded[key] = exc
+        subject = loaded[key]
+        if isinstance(subject, Exception):
+            raise subject.with_traceback(None)  # a fresh traceback per case, not one growing with each
+        return subject
 
     return get
 
@@ -170,7 +198,7 @@ class ShrinkCase:
 @pytest.fixture
 def shrink_case(
     request: pytest.FixtureRequest,
-    shrink_subjects: Callable[[str], Subject],
+    shrink_subjects: Callable[..., Subject],
     shrink_stored: Callable[[str], dict[str, Any] | None],
 ) -> ShrinkCase:
     """The case this test runs (parametrized by the plugin).
@@ -184,7 +212,9 @@ def shrink_case(
     # Recorded before anything can fail, so even a setup error is reported as this case.
     request.node.user_properties.append((CASE_PROPERTY, spec.as_dict()))
     try:
-        subject = shrink_subjects(spec.suite)
+        subject = shrink_subjects(spec.suite, spec.weights)
+    except SuiteUnavailable as exc:  # its data or weights are not on this machine: one line, not a failure
+        pytest.skip(str(exc))
     except Exception as exc:
         raise RuntimeError(f"[{spec.label}] could not load suite {spec.suite!r}: {type(exc).__name__}: {exc}") from exc
     stored = shrink_stored(case_key({**spec.as_dict(), **provenance(spec, subject)}))
@@ -309,6 +339,8 @@ def _message(report: pytest.TestReport, result: dict[str, Any]) -> str | None:
     """Why a case did not pass: the harness's own message, else pytest's one-line crash summary."""
     if report.passed:
         return None
+    if report.skipped and isinstance(report.longrepr, tuple):  # (path, line, "Skipped: reason")
+        return str(report.longrepr[2]).removeprefix("Skipped: ")
     if result.get("message"):
         return result["message"]
     crash = getattr(report.longrepr, "reprcrash", None)

@@ -29,6 +29,35 @@ class Recipe:
             return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
         raise ValueError(f"unknown optimizer {self.optimizer!r} (expected 'sgd' or 'adam')")
 
+    def make_scheduler(self, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler | None:
+        """A per-epoch learning-rate schedule, or None for a constant rate."""
+        return None
+
     def digest(self) -> str:
         """A short stable hash recorded with every result, so different recipes never share a row."""
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class ScheduledRecipe(Recipe):
+    """A recipe with Nesterov momentum and a step schedule: the learning rate is multiplied by
+    ``gamma`` at the start of each epoch listed in ``milestones`` (``torch.optim.lr_scheduler.MultiStepLR``).
+
+    Its extra fields are part of :meth:`digest`, so it never shares a hash with a plain :class:`Recipe`.
+    """
+
+    nesterov: bool = False
+    milestones: tuple[int, ...] = ()
+    gamma: float = 0.1
+
+    def make_optimizer(self, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
+        if self.optimizer == "sgd":
+            return torch.optim.SGD(
+                params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay, nesterov=self.nesterov
+            )
+        return super().make_optimizer(params)
+
+    def make_scheduler(self, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler | None:
+        if not self.milestones:
+            return None
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(self.milestones), gamma=self.gamma)

@@ -46,6 +46,11 @@ class Registry(Generic[T]):
         self._origins[name] = origin
         return obj
 
+    def replace(self, name: str, obj: T) -> None:
+        """Swap the object registered as ``name`` (keeping its origin); the name must be registered."""
+        self.get(name)
+        self._items[name] = obj
+
     def get(self, name: str) -> T:
         try:
             return self._items[name]

@@ -39,7 +39,7 @@ def plain(value: Any) -> Any:
 
 
 def sort_key(row: dict[str, Any]) -> tuple:
-    return (row["suite"], row["method"], row["ratio"], row["seed"])
+    return (row["suite"], row.get("weights") or "", row["method"], row["ratio"], row["seed"])
 
 
 class ResultsFile:

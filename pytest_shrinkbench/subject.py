@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from torch.utils.data import default_collate
 
 from .data import Splits
+from .errors import SuiteUnavailable
 from .masks import prunable_modules
 from .metrics import module_flops
 from .suites import SUITES, Suite
@@ -78,29 +79,61 @@ class Subject:
         return inputs.to(self.device)
 
 
-def checkpoint_key(suite: Suite) -> str:
-    """Cache key of a suite's trained base model: a new recipe, architecture or torch gets a new file."""
-    blob = json.dumps(
-        {"suite": suite.name, "recipe": asdict(suite.base_recipe), "arch": repr(suite.build_model()), "torch": torch.__version__},
-        sort_keys=True,
-    )
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+def checkpoint_key(suite: Suite, data_id: str = "") -> str:
+    """Cache key of a suite's trained base model: a new recipe, architecture, torch or data gets a new file.
+
+    ``data_id`` is a hash of the data files' contents for suites whose data is on disk (empty for
+    embedded data, whose keys are unchanged by it).
+    """
+    fields = {"suite": suite.name, "recipe": asdict(suite.base_recipe), "arch": repr(suite.build_model()), "torch": torch.__version__}
+    if data_id:
+        fields["data"] = data_id
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def load_subject(suite_name: str, cache_dir: Path | None = None, device: str | torch.device = "cpu") -> Subject:
-    """Load (training and caching on first use) the subject of ``suite_name``.
+def load_subject(
+    suite_name: str,
+    cache_dir: Path | None = None,
+    device: str | torch.device = "cpu",
+    *,
+    data_root: Path | None = None,
+    weights: Path | None = None,
+) -> Subject:
+    """Load the subject of ``suite_name``: its data (under ``data_root`` for suites of data on disk) and base weights.
 
-    Training happens under a file lock in the cache dir, so among ``-n N`` xdist workers exactly
-    one trains while the others wait and then load the same file. A cached file whose sha256
-    does not match its record is retrained, never used.
+    Base weights are, in order: the checkpoint ``weights`` (a state_dict file, loaded with
+    ``torch.load(weights_only=True)``); pretrained weights the suite finds on this machine (torchvision's
+    file in the local torch hub cache for ImageNet suites); else the base model the plugin trains with
+    the suite's pinned recipe and caches. Training happens under a file lock in the cache dir, so among
+    ``-n N`` xdist workers exactly one trains while the others wait and then load the same file. A cached
+    file whose sha256 does not match its record is retrained, never used.
+
+    Raises :class:`SuiteUnavailable` (the plugin skips the suite's cases) when the data is absent, or
+    when no weights are given or found for a suite the plugin does not train.
     """
     suite = SUITES.get(suite_name)
     device = torch.device(device)
+    root = Path(data_root) if data_root is not None else None
+    reason = suite.missing_data(root)
+    if reason:
+        raise SuiteUnavailable(f"suite {suite.name}: {reason}")
+    if weights is None and suite.find_weights is not None:
+        found = suite.find_weights()
+        if isinstance(found, Path):
+            weights = found
+        elif suite.base_recipe is None:
+            raise SuiteUnavailable(f"suite {suite.name}: no base weights: pass --shrink-weights {suite.name}=PATH, or provide {found}")
+    if weights is None and suite.base_recipe is None:
+        raise SuiteUnavailable(f"suite {suite.name}: no base weights: pass --shrink-weights {suite.name}=PATH")
+    if weights is not None:
+        state, sha = load_checkpoint(Path(weights), suite, device)
+        return Subject(suite, suite.data(root), state, sha, Path(weights), device)
+    data = suite.data(root)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     cache.mkdir(parents=True, exist_ok=True)
-    path = cache / f"{suite.name}-{checkpoint_key(suite)}.pt"
+    data_id = suite.data_fingerprint(root) if suite.data_fingerprint is not None and root is not None else ""
+    path = cache / f"{suite.name}-{checkpoint_key(suite, data_id)}.pt"
     record = path.with_suffix(".json")
-    data = suite.load_data()
     with FileLock(str(path) + ".lock"):
         sha = _verified_sha(path, record)
         if sha is None:
@@ -110,6 +143,59 @@ def load_subject(suite_name: str, cache_dir: Path | None = None, device: str | t
     except Exception as exc:  # weights_only refuses pickles that would run code
         raise RuntimeError(f"refusing base checkpoint {path} of suite {suite.name!r}: it is not a plain tensor state_dict ({exc})") from exc
     return Subject(suite, data, state, sha, path, device)
+
+
+# Keys under which common training scripts nest the model's state_dict in a checkpoint file.
+NESTED_STATE_KEYS = ("state_dict", "model_state_dict", "model")
+
+
+def load_checkpoint(path: Path, suite: Suite, device: torch.device | str = "cpu") -> tuple[dict[str, Tensor], str]:
+    """A user's base checkpoint for ``suite``: its state_dict (on ``device``) and the file's sha256.
+
+    The file is read with ``torch.load(weights_only=True)``, which refuses any pickle that would run
+    code. Accepted: a plain state_dict, or a dict nesting one under ``state_dict``, ``model_state_dict``
+    or ``model`` (other entries such as optimizer state are ignored); a ``module.`` prefix on every key
+    (``DataParallel``) is removed. The state must fit the suite's architecture exactly.
+    Every problem is a ``RuntimeError`` naming the file and the suite.
+    """
+    where = f"checkpoint {path} for suite {suite.name!r}"
+    try:
+        sha = sha256_of(path)
+    except OSError as exc:
+        raise RuntimeError(f"cannot read {where}: {exc}") from exc
+    try:
+        loaded = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RuntimeError(
+            f"refusing {where}: torch.load(weights_only=True) rejects it, so it is not a plain tensor state_dict "
+            f"(a pickle that would run code, or not a torch file): {first}"
+        ) from exc
+    state = loaded
+    if isinstance(loaded, dict) and not all(isinstance(v, Tensor) for v in loaded.values()):
+        state = next((loaded[k] for k in NESTED_STATE_KEYS if isinstance(loaded.get(k), dict)), loaded)
+    if not isinstance(state, dict) or not state or not all(isinstance(k, str) and isinstance(v, Tensor) for k, v in state.items()):
+        raise RuntimeError(f"{where} is not a state_dict (a dict of parameter name -> tensor); got {type(loaded).__name__}")
+    if all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    with torch.device("meta"):  # shapes only: free even for VGG-16
+        model = suite.build_model()
+    expected = model.state_dict()
+    for key in expected:  # checkpoints older than torch 0.4.1 have no batch-norm step counters
+        if key.endswith("num_batches_tracked") and key not in state:
+            state[key] = torch.zeros((), dtype=torch.long, device=device)
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    reshaped = [k for k in expected if k in state and state[k].shape != expected[k].shape]
+    if missing or unexpected or reshaped:
+        def few(names: list[str]) -> str:
+            return f"{names[:5]}{' and %d more' % (len(names) - 5) if len(names) > 5 else ''}"
+
+        raise RuntimeError(
+            f"{where} does not fit its model {type(model).__name__}: missing {few(missing)}, unexpected {few(unexpected)}, "
+            f"wrong shape {few(reshaped)}"
+        )
+    return state, sha
 
 
 def _verified_sha(path: Path, record: Path) -> str | None:

@@ -28,6 +28,7 @@ def fit(
     ``on_epoch_end`` lets it check invariants without a per-step synchronisation.
     """
     optimizer = recipe.make_optimizer(model.parameters())
+    scheduler = recipe.make_scheduler(optimizer)
     if on_optimizer is not None:
         on_optimizer(optimizer)
     order = torch.Generator().manual_seed(seed)
@@ -39,6 +40,8 @@ def fit(
             optimizer.zero_grad(set_to_none=True)
             F.cross_entropy(model(inputs), targets).backward()
             optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
         if on_epoch_end is not None:
             on_epoch_end(epoch)
 
