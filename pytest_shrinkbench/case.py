@@ -17,6 +17,7 @@ from .invariants import check_architecture, check_no_hooks, check_pruned, check_
 from .guards import isolated_globals, time_limit
 from .masks import MaskEnforcer, apply_masks, prunable_modules, validate_masks
 from .metrics import count_parameters, sparse_flops
+from .structured import count_removed_channels, structured_flops
 from .subject import Subject
 from .training import evaluate, fit
 
@@ -155,5 +156,9 @@ def _run(spec: CaseSpec, subject: Subject, result: dict[str, Any]) -> None:
 
     weights_by_module = {module: ctx.prunable[param] for module, param in prunable_modules(model).items()}
     dense = sum(subject.dense_flops.values())
-    sparse = sparse_flops(subject.dense_flops, weights_by_module)
-    result.update(flops_dense=dense, flops_sparse=sparse, speedup=dense / sparse if sparse else None)
+    if subject.channel_links is None:  # untraceable: each layer's FLOPs scaled by its density only
+        sparse, accounting = sparse_flops(subject.dense_flops, weights_by_module), "density"
+    else:  # a removed output channel also removes its consumers' input-channel work
+        sparse, accounting = structured_flops(subject.dense_flops, weights_by_module, subject.channel_links), "structured"
+    result.update(flops_dense=dense, flops_sparse=sparse, speedup=dense / sparse if sparse else None,
+                  flops_accounting=accounting, channels_removed=count_removed_channels(weights_by_module))
