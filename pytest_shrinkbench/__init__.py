@@ -15,8 +15,10 @@ for any model, and :func:`load_subject` + :func:`run_case` run one case of a sui
 from .api import prune
 from .case import CaseSpec, run_case
 from .context import PruneContext
+from .custom_suites import suite
 from .errors import CaseFailure, InvariantViolation, MaskError
 from .methods import method
+from .recipe import Recipe, ScheduledRecipe
 from .subject import Subject, load_subject
 from .suites import SUITES, Suite
 
@@ -26,11 +28,14 @@ __all__ = [
     "InvariantViolation",
     "MaskError",
     "PruneContext",
+    "Recipe",
     "SUITES",
+    "ScheduledRecipe",
     "Subject",
     "Suite",
     "load_subject",
     "method",
     "prune",
+    "suite",
     "run_case",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import platform
 import time
 from dataclasses import asdict, dataclass
@@ -12,11 +13,12 @@ from torch import nn
 
 from . import methods
 from .context import PruneContext
-from .errors import CaseFailure
+from .errors import CaseFailure, InvariantViolation
 from .invariants import check_architecture, check_no_hooks, check_pruned, check_untouched, shapes
 from .guards import isolated_globals, time_limit
 from .masks import MaskEnforcer, apply_masks, prunable_modules, validate_masks
 from .metrics import count_parameters, sparse_flops
+from .structured import count_removed_channels, structured_flops
 from .subject import Subject
 from .training import evaluate, fit
 
@@ -117,43 +119,155 @@ def provenance(spec: CaseSpec, subject: Subject) -> dict[str, Any]:
     )
 
 
+def gradual_schedule(ratio: float, steps: int, epochs: int) -> tuple[list[float], list[int]]:
+    """Targets and timing of a gradual method (Zhu & Gupta 2017's cubic schedule, within the fine-tuning budget).
+
+    Sparsity after call k (1..steps) is ``s_f * (1 - (1 - k/steps)**3)`` with ``s_f = 1 - 1/ratio``:
+    most weights go early, the last few gently. Call 1 is before fine-tuning; calls 2..steps at the
+    end of epochs spread over the first half of fine-tuning (at least one epoch apart), so the
+    final masks are fine-tuned for the second half. Returns (compressions, epoch indices after
+    which calls 2..steps happen). Raises CaseFailure when the recipe has too few epochs.
+    """
+    final = 1 - 1 / ratio
+    compressions = [1 / (1 - final * (1 - (1 - k / steps) ** 3)) for k in range(1, steps + 1)]
+    compressions[-1] = ratio
+    span = max(steps - 1, epochs // 2)
+    if steps > 1 and span > epochs - 1:
+        raise CaseFailure(f"a method of {steps} steps needs at least {steps} fine-tuning epochs; the suite's recipe has {epochs}")
+    return compressions, [math.ceil(k * span / (steps - 1)) - 1 for k in range(1, steps)]
+
+
+def _check_compression(model: nn.Module, target: float, when: str = "", masks: dict[str, torch.Tensor] | None = None,
+                       prunable: dict[str, nn.Parameter] | None = None, result: dict[str, Any] | None = None) -> tuple[int, int]:
+    """Total and non-zero parameters, failing the case unless they reach ``target``. With ``masks`` (a gradual
+    method's intermediate step) the prunable weights count by their masks: a regrown weight is kept though still zero.
+    ``result`` gets the model's counts before any failure, so a failed row still says what was achieved."""
+    total, nonzero = count_parameters(model)
+    if result is not None:
+        result.update(params_total=total, params_nonzero=nonzero, compression=total / nonzero if nonzero else None)
+    if masks is not None and prunable is not None:
+        nonzero += sum(int(masks[n].sum()) - int(torch.count_nonzero(p)) for n, p in prunable.items())
+    if nonzero == 0 or abs(total / nonzero / target - 1) > COMPRESSION_TOLERANCE:
+        achieved = f"x{total / nonzero:.4g}" if nonzero else "everything pruned"
+        raise CaseFailure(
+            f"requested compression x{target:g}{when} but the masks achieve {achieved} "
+            f"({nonzero} of {total} parameters non-zero; {round(total / target)} expected)"
+        )
+    return total, nonzero
+
+
+def _prune(m: methods.Method, ctx: PruneContext, model: nn.Module, architecture: dict, who: str,
+           result: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """Call the method (its time added to ``prune_seconds``), check its masks and that it edited nothing
+    in place, apply them; return the masks."""
+    before = {name: value.clone() for name, value in model.state_dict().items()}
+    start = time.perf_counter()
+    masks, weights = methods.call(m, ctx)
+    result["prune_seconds"] = result.get("prune_seconds", 0.0) + time.perf_counter() - start
+    check_architecture(architecture, model, who)
+    masks = validate_masks(masks, ctx.prunable)
+    check_untouched(before, model, masks, who)
+    apply_masks(ctx.prunable, masks, weights)
+    return masks
+
+
 def _run(spec: CaseSpec, subject: Subject, result: dict[str, Any]) -> None:
     m = methods.METHODS.get(spec.method)
     result.update(provenance(spec, subject))
     torch.manual_seed(spec.seed)
     model = subject.fresh_model()
     architecture = shapes(model)
-    before = {name: value.clone() for name, value in model.state_dict().items()}
     inputs, targets = subject.batch(spec.seed)
-    ctx = PruneContext(model, spec.ratio, inputs, targets, seed=spec.seed)
-
-    start = time.perf_counter()
-    masks, weights = methods.call(m, ctx)
-    result["prune_seconds"] = time.perf_counter() - start
+    epochs = subject.suite.finetune_recipe.epochs
+    compressions, prune_epochs = gradual_schedule(spec.ratio, m.steps, epochs) if m.steps > 1 else ([spec.ratio], [])
+    ctx = PruneContext(model, compressions[0], inputs, targets, seed=spec.seed, step=0, steps=m.steps)
     who = f"method {spec.method!r}"
-    check_architecture(architecture, model, who)
-    masks = validate_masks(masks, ctx.prunable)
-    check_untouched(before, model, masks, who)
-    apply_masks(ctx.prunable, masks, weights)
 
-    total, nonzero = count_parameters(model)
-    result.update(params_total=total, params_nonzero=nonzero, compression=total / nonzero if nonzero else None)
-    if nonzero == 0 or abs(total / nonzero / spec.ratio - 1) > COMPRESSION_TOLERANCE:
-        achieved = f"x{total / nonzero:.4g}" if nonzero else "everything pruned"
-        raise CaseFailure(
-            f"requested compression x{spec.ratio:g} but the masks achieve {achieved} "
-            f"({nonzero} of {total} parameters non-zero; {round(total / spec.ratio)} expected)"
-        )
+    masks = _prune(m, ctx, model, architecture, who, result)
+    when = f" (step 1 of {m.steps})" if m.steps > 1 else ""
+    _check_compression(model, compressions[0], when, result=result)
     check_inputs = subject.check_inputs()
-    check_pruned(model, ctx.prunable, masks, check_inputs, subject.fresh_model, "after pruning")
+    check_pruned(model, ctx.prunable, masks, check_inputs, subject.fresh_model, f"after pruning{when}")
     result["top1_pre"], result["top5_pre"] = evaluate(model, subject.data.test, device=subject.device)
 
-    result["finetune_seconds"] = finetune(model, subject, spec.seed, MaskEnforcer(ctx.prunable, masks))
+    if m.steps == 1:
+        result["finetune_seconds"] = finetune(model, subject, spec.seed, MaskEnforcer(ctx.prunable, masks))
+    else:
+        masks = _finetune_gradually(m, ctx, model, subject, spec, masks, compressions, prune_epochs, architecture, result)
+        # A regrown weight starts at zero and may stay there (a dead input): with regrowth the size is
+        # checked on the masks, and the row still records the model's true non-zero count.
+        _check_compression(model, spec.ratio, " (after the last step and fine-tuning)",
+                           masks if m.regrowth else None, ctx.prunable, result=result)
     check_pruned(model, ctx.prunable, masks, check_inputs, subject.fresh_model, "after fine-tuning")
     check_no_hooks(model, "after fine-tuning")
     result["top1"], result["top5"] = evaluate(model, subject.data.test, device=subject.device)
 
     weights_by_module = {module: ctx.prunable[param] for module, param in prunable_modules(model).items()}
     dense = sum(subject.dense_flops.values())
-    sparse = sparse_flops(subject.dense_flops, weights_by_module)
-    result.update(flops_dense=dense, flops_sparse=sparse, speedup=dense / sparse if sparse else None)
+    if subject.channel_links is None:  # untraceable: each layer's FLOPs scaled by its density only
+        sparse, accounting = sparse_flops(subject.dense_flops, weights_by_module), "density"
+    else:  # a removed output channel also removes its consumers' input-channel work
+        sparse, accounting = structured_flops(subject.dense_flops, weights_by_module, subject.channel_links), "structured"
+    result.update(flops_dense=dense, flops_sparse=sparse, speedup=dense / sparse if sparse else None,
+                  flops_accounting=accounting, channels_removed=count_removed_channels(weights_by_module))
+
+
+def _finetune_gradually(
+    m: methods.Method, ctx: PruneContext, model: nn.Module, subject: Subject, spec: CaseSpec, masks: dict[str, torch.Tensor],
+    compressions: list[float], prune_epochs: list[int], architecture: dict, result: dict[str, Any],
+) -> dict[str, torch.Tensor]:
+    """Fine-tune with the suite's recipe, calling the method again after each epoch of ``prune_epochs``.
+
+    Between mask changes everything a one-shot case guarantees holds (invariant 3 checked every
+    epoch). At each change: the previous enforcer's record is checked, the new masks are validated,
+    must not revive a pruned weight (unless the method declares ``regrowth``), must hit the step's
+    compression, and pass invariants 2, 4 and 5; the optimizer's per-weight state (momentum, Adam
+    moments) of newly pruned entries is zeroed, so it cannot move them off zero.
+    """
+    state = {"masks": masks, "enforcer": MaskEnforcer(ctx.prunable, masks), "optimizer": None}
+    check_inputs = subject.check_inputs()
+    who = f"method {spec.method!r}"
+
+    def on_optimizer(optimizer: torch.optim.Optimizer) -> None:
+        state["optimizer"] = optimizer
+        state["enforcer"].attach(optimizer)
+
+    def on_epoch_end(epoch: int) -> None:
+        state["enforcer"].check(f"fine-tuning epoch {epoch + 1}")
+        if epoch not in prune_epochs:
+            return
+        step = prune_epochs.index(epoch) + 1
+        state["enforcer"].remove()
+        ctx.compression, ctx.step = compressions[step], step
+        ctx._gradients = None
+        was_training = model.training
+        new = _prune(m, ctx, model, architecture, who, result)
+        model.train(was_training)
+        when = f" (step {step + 1} of {m.steps}, after fine-tuning epoch {epoch + 1})"
+        if not m.regrowth:
+            for name, mask in new.items():
+                revived = int((mask & ~state["masks"][name]).sum())
+                if revived:
+                    raise InvariantViolation(
+                        f"{who} revived {revived} pruned entries of {name!r}{when}; declare @method(..., regrowth=True) to allow it"
+                    )
+        _check_compression(model, compressions[step], when, new, ctx.prunable)
+        check_pruned(model, ctx.prunable, new, check_inputs, subject.fresh_model, f"after pruning{when}")
+        model.train(was_training)
+        with torch.no_grad():
+            for name, param in ctx.prunable.items():
+                for value in state["optimizer"].state.get(param, {}).values():
+                    if isinstance(value, torch.Tensor) and value.shape == param.shape:
+                        value.mul_(new[name].to(value.dtype))
+        state["masks"] = new
+        state["enforcer"] = MaskEnforcer(ctx.prunable, new)
+        state["enforcer"].attach(state["optimizer"])
+
+    start = time.perf_counter()
+    try:
+        fit(model, subject.data.train, subject.suite.finetune_recipe, seed=spec.seed, device=subject.device,
+            on_optimizer=on_optimizer, on_epoch_end=on_epoch_end)
+    finally:
+        state["enforcer"].remove()
+    result["finetune_seconds"] = time.perf_counter() - start
+    return state["masks"]

@@ -27,6 +27,8 @@ class PruneContext:
     inputs: Tensor
     targets: Tensor
     seed: int = 0
+    step: int = 0  # which call of a gradual method this is (0 .. steps - 1); one-shot methods: 0 of 1
+    steps: int = 1
     prunable: dict[str, nn.Parameter] = field(init=False)
     generator: torch.Generator = field(init=False)
 

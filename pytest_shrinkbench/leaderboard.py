@@ -79,7 +79,9 @@ def aggregate(rows: Iterable[dict[str, Any]]) -> list[Entry]:
 
 
 def mean_std(values: list[float], digits: int = 3) -> str:
-    """``mean ± std`` (sample std over seeds; 0 for a single seed)."""
+    """``mean ± std`` (sample std over seeds; 0 for a single seed). ``None`` values (a speedup whose sparse
+    FLOPs are 0: every layer's work removed, the output a constant) are left out."""
+    values = [v for v in values if v is not None]
     if not values:
         return "-"
     std = statistics.stdev(values) if len(values) > 1 else 0.0
@@ -98,12 +100,14 @@ def render(entries: list[Entry]) -> dict[str, str]:
     return {suite: tabulate(rows, headers=headers, tablefmt="simple") for suite, rows in tables.items()}
 
 
-def mean(values: list[float]) -> float | None:
+def mean(values: list[float | None]) -> float | None:
+    values = [v for v in values if v is not None]
     return statistics.fmean(values) if values else None
 
 
 def std(values: list[float]) -> float | None:
-    """Sample standard deviation over seeds (0 for one seed, None for none)."""
+    """Sample standard deviation over seeds (0 for one seed, None for none); None values are left out."""
+    values = [v for v in values if v is not None]
     if not values:
         return None
     return statistics.stdev(values) if len(values) > 1 else 0.0

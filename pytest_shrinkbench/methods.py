@@ -27,6 +27,8 @@ class Method:
     name: str
     fn: MethodFn
     baseline: bool = False
+    steps: int = 1  # > 1: gradual, called again during fine-tuning (case.gradual_schedule)
+    regrowth: bool = False  # may a later step keep a weight an earlier step pruned?
 
     def source_hash(self) -> str:
         """Hash of the method's module source: a changed method never reuses an old method's numbers."""
@@ -40,14 +42,21 @@ class Method:
 METHODS: Registry[Method] = Registry("method")
 
 
-def method(name: str, *, baseline: bool = False) -> Callable[[MethodFn], MethodFn]:
+def method(name: str, *, baseline: bool = False, steps: int = 1, regrowth: bool = False) -> Callable[[MethodFn], MethodFn]:
     """Register ``fn(ctx) -> masks`` (or ``(masks, new_weights)``) as the method ``name``.
 
     Masks are ``{parameter name: bool tensor}`` with ``True`` = keep, one per ``ctx.prunable``.
+    ``steps > 1`` makes the method gradual: the harness calls it ``steps`` times, before fine-tuning
+    and then at scheduled epoch ends within the suite's one fine-tuning budget, each time with
+    ``ctx.compression`` raised along Zhu & Gupta's cubic schedule up to the requested ratio
+    (``ctx.step``/``ctx.steps`` say which call it is). Unless ``regrowth=True``, a weight pruned
+    once must stay pruned.
     """
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"method {name!r}: steps must be an int >= 1, got {steps!r}")
 
     def register(fn: MethodFn) -> MethodFn:
-        METHODS.add(name, Method(name, fn, baseline), origin=origin_of(fn))
+        METHODS.add(name, Method(name, fn, baseline, steps, regrowth), origin=origin_of(fn))
         return fn
 
     return register

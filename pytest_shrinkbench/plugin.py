@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterator
 import pytest
 import torch
 
-from . import devices, gate, methods, options
+from . import custom_suites, devices, gate, methods, options
 from . import report as reports
 from .case import CaseSpec, provenance, run_case
 from .errors import SuiteUnavailable
@@ -57,6 +57,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if _is_worker(config):
         devices.pin_worker_gpu(config.workerinput)  # first: before anything initializes CUDA here
     folders = [config.rootpath / "methods", *config.getini("shrink_method_dirs")]
+    custom_suites.discover()  # installed packages' suites; a project's register from its conftest or method files
     broken = "; ".join(f"{path}: {error}" for path, error in methods.discover(folders).items())
     try:
         config.stash[CONFIG_KEY] = options.parse(config)
@@ -92,7 +93,8 @@ def pytest_configure_node(node: Any) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    methods.forget_session_methods()  # a project's methods are re-discovered per session
+    methods.forget_session_methods()  # a project's methods and suites are re-discovered per session
+    custom_suites.forget_session_suites()
     previous = config.stash.get(MEMORY_KEY, None)
     if previous is not None:
         restore_memory(previous)

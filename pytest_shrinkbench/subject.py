@@ -19,6 +19,7 @@ from .data import Splits
 from .errors import SuiteUnavailable
 from .masks import prunable_modules
 from .metrics import module_flops
+from .structured import Link, channel_links
 from .suites import SUITES, Suite
 from .training import evaluate, fit
 
@@ -55,11 +56,18 @@ class Subject:
     base_top1: float = field(init=False)
     base_top5: float = field(init=False)
     dense_flops: dict[str, int] = field(init=False)
+    channel_links: dict[str, Link] | None = field(init=False)  # None: torch.fx could not trace the model
 
     def __post_init__(self) -> None:
         model = self.fresh_model()
         self.base_top1, self.base_top5 = evaluate(model, self.data.test, device=self.device)
-        self.dense_flops = module_flops(model, self.suite.input_shape, list(prunable_modules(model)))
+        self.dense_flops = module_flops(model, self.input_shape, list(prunable_modules(model)))
+        self.channel_links = channel_links(model)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """One example's shape (no batch dimension): the suite's, else that of the first training input."""
+        return self.suite.input_shape or tuple(self.data.train[0][0].shape)
 
     def fresh_model(self) -> nn.Module:
         """A new model holding the base weights: every case starts from exactly this."""
@@ -131,7 +139,9 @@ def load_subject(
     data = suite.data(root)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     cache.mkdir(parents=True, exist_ok=True)
-    data_id = suite.data_fingerprint(root) if suite.data_fingerprint is not None and root is not None else ""
+    # Suites of data on disk hash their files under the root; user suites (no find_data) hash their datasets.
+    fingerprinted = suite.data_fingerprint is not None and (root is not None or suite.find_data is None)
+    data_id = suite.data_fingerprint(root) if fingerprinted else ""
     path = cache / f"{suite.name}-{checkpoint_key(suite, data_id)}.pt"
     record = path.with_suffix(".json")
     with FileLock(str(path) + ".lock"):

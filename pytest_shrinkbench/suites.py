@@ -20,7 +20,7 @@ class Suite:
     name: str
     build_model: Callable[[], nn.Module]
     load_data: Callable[..., data.Splits]  # () -> Splits; (data root) -> Splits when find_data is set
-    input_shape: tuple[int, ...]  # one example, without the batch dimension (for FLOPs)
+    input_shape: tuple[int, ...] | None  # one example, without the batch dimension (for FLOPs); None: the first training input's
     base_recipe: Recipe | None  # how the plugin trains the base model when no checkpoint is given (None: never)
     finetune_recipe: Recipe  # what every case gets after pruning
     description: str = ""
