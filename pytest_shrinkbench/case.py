@@ -24,6 +24,10 @@ from .training import evaluate, fit
 
 # Achieved compression may differ from the requested one by rounding to whole parameters only.
 COMPRESSION_TOLERANCE = 0.005
+# The version of what a case measures and how (invariants, FLOPs accounting, row keys). It is part of
+# every result's identity in the store: bump it whenever a change would alter a stored number, so
+# old rows are never reused as if measured by the new rules. 2: structured FLOPs accounting.
+MEASURE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,7 @@ class CaseSpec:
 def environment(device: torch.device) -> dict[str, str]:
     """Library versions and hardware recorded with every result (numbers from different stacks differ)."""
     return {
+        "measure_version": MEASURE_VERSION,
         "torch": torch.__version__,
         "python": platform.python_version(),
         "platform": platform.platform(),

@@ -26,10 +26,10 @@ from typing import Any, Iterable
 # ratio and seed, computed by the same software with the same thread count on the same kind of device.
 KEY_FIELDS = (
     "method", "method_hash", "suite", "base_sha256", "recipe_hash", "ratio", "seed",
-    "torch", "python", "threads", "device",
+    "measure_version", "torch", "python", "threads", "device",
 )
 # A row's setup: everything in the key except the case's coordinates (suite, method, ratio, seed).
-SETUP_FIELDS = ("method_hash", "base_sha256", "recipe_hash", "torch", "python", "threads", "device")
+SETUP_FIELDS = ("method_hash", "base_sha256", "recipe_hash", "measure_version", "torch", "python", "threads", "device")
 SQLITE_MAGIC = b"SQLite format 3\x00"
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_MS = 120_000

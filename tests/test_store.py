@@ -25,7 +25,7 @@ def test_case_key_covers_what_changes_numbers() -> None:
     assert case_key({**base, "device": "cuda:0"}) == case_key({**base, "device": "cuda:1"})
     for field, other in [("method", "n"), ("method_hash", "v2"), ("suite", "digits-cnn"), ("base_sha256", "c" * 64),
                          ("recipe_hash", "x"), ("ratio", 8.0), ("seed", 1), ("torch", "2.15"), ("python", "3.12.0"),
-                         ("threads", 2), ("device", "cuda")]:
+                         ("threads", 2), ("device", "cuda"), ("measure_version", 1)]:
         assert case_key({**base, field: other}) != case_key(base), field
 
 
