@@ -49,7 +49,7 @@ SUITE = "digits-cnn"
 METHOD = "global-magnitude"
 RATIO = 8.0
 SEED = 0
-REPETITIONS = 5
+REPETITIONS = 11
 FINETUNE_TARGET = 1.10
 
 MAIN_JOB_ARGS = ["--shrink-method=all", "-n", "2", "-p", "no:cacheprovider"]
