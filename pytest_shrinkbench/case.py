@@ -198,7 +198,8 @@ def _run(spec: CaseSpec, subject: Subject, result: dict[str, Any]) -> None:
     if m.steps == 1:
         result["finetune_seconds"] = finetune(model, subject, spec.seed, MaskEnforcer(ctx.prunable, masks))
     else:
-        masks = _finetune_gradually(m, ctx, model, subject, spec, masks, compressions, prune_epochs, architecture, result)
+        masks = _finetune_gradually(m, ctx, model, subject, spec, masks, compressions, prune_epochs, architecture,
+                                    who, check_inputs, result)
         # A regrown weight starts at zero and may stay there (a dead input): with regrowth the size is
         # checked on the masks, and the row still records the model's true non-zero count.
         _check_compression(model, spec.ratio, " (after the last step and fine-tuning)",
@@ -219,7 +220,8 @@ def _run(spec: CaseSpec, subject: Subject, result: dict[str, Any]) -> None:
 
 def _finetune_gradually(
     m: methods.Method, ctx: PruneContext, model: nn.Module, subject: Subject, spec: CaseSpec, masks: dict[str, torch.Tensor],
-    compressions: list[float], prune_epochs: list[int], architecture: dict, result: dict[str, Any],
+    compressions: list[float], prune_epochs: list[int], architecture: dict, who: str, check_inputs: torch.Tensor,
+    result: dict[str, Any],
 ) -> dict[str, torch.Tensor]:
     """Fine-tune with the suite's recipe, calling the method again after each epoch of ``prune_epochs``.
 
@@ -230,8 +232,6 @@ def _finetune_gradually(
     moments) of newly pruned entries is zeroed, so it cannot move them off zero.
     """
     state = {"masks": masks, "enforcer": MaskEnforcer(ctx.prunable, masks), "optimizer": None}
-    check_inputs = subject.check_inputs()
-    who = f"method {spec.method!r}"
 
     def on_optimizer(optimizer: torch.optim.Optimizer) -> None:
         state["optimizer"] = optimizer
@@ -257,8 +257,7 @@ def _finetune_gradually(
                         f"{who} revived {revived} pruned entries of {name!r}{when}; declare @method(..., regrowth=True) to allow it"
                     )
         _check_compression(model, compressions[step], when, new, ctx.prunable)
-        check_pruned(model, ctx.prunable, new, check_inputs, subject.fresh_model, f"after pruning{when}")
-        model.train(was_training)
+        check_pruned(model, ctx.prunable, new, check_inputs, subject.fresh_model, f"after pruning{when}")  # restores the mode
         with torch.no_grad():
             for name, param in ctx.prunable.items():
                 for value in state["optimizer"].state.get(param, {}).values():
