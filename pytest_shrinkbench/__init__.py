@@ -19,6 +19,7 @@ from .custom_suites import suite
 from .errors import CaseFailure, InvariantViolation, MaskError
 from .methods import method
 from .recipe import Recipe, ScheduledRecipe
+from .shrink import Shrunk, shrink
 from .subject import Subject, load_subject
 from .suites import SUITES, Suite
 
@@ -31,6 +32,7 @@ __all__ = [
     "Recipe",
     "SUITES",
     "ScheduledRecipe",
+    "Shrunk",
     "Subject",
     "Suite",
     "load_subject",
@@ -38,4 +40,5 @@ __all__ = [
     "prune",
     "suite",
     "run_case",
+    "shrink",
 ]

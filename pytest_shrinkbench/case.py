@@ -6,7 +6,7 @@ import math
 import platform
 import time
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -68,18 +68,22 @@ def environment(device: torch.device) -> dict[str, str]:
     }
 
 
-def run_case(spec: CaseSpec, subject: Subject, result: dict[str, Any] | None = None, *, timeout: float = 0) -> dict[str, Any]:
+def run_case(spec: CaseSpec, subject: Subject, result: dict[str, Any] | None = None, *, timeout: float = 0,
+             then: Callable[[nn.Module, dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Run one case on ``subject`` and return its measurements.
 
     Measurements are written into ``result`` as soon as they exist, so a case that fails late
     still reports what it measured before failing. Raises :class:`CaseFailure` (message prefixed
     with the case's label) when the method crashes, its masks are malformed, it misses the
     requested compression, an invariant breaks, or the case runs past ``timeout`` seconds (0: no limit).
+    ``then(model, result)`` measures more on the final pruned model (latency), outside the time limit.
     """
     result = {} if result is None else result
     try:
         with isolated_globals(), time_limit(timeout):
-            _run(spec, subject, result)
+            model = _run(spec, subject, result)
+        if then is not None:
+            then(model, result)
     except CaseFailure as failure:
         failure.args = (f"[{spec.label}] {failure}",)
         raise
@@ -176,7 +180,7 @@ def _prune(m: methods.Method, ctx: PruneContext, model: nn.Module, architecture:
     return masks
 
 
-def _run(spec: CaseSpec, subject: Subject, result: dict[str, Any]) -> None:
+def _run(spec: CaseSpec, subject: Subject, result: dict[str, Any]) -> nn.Module:
     m = methods.METHODS.get(spec.method)
     result.update(provenance(spec, subject))
     torch.manual_seed(spec.seed)
@@ -216,6 +220,7 @@ def _run(spec: CaseSpec, subject: Subject, result: dict[str, Any]) -> None:
         sparse, accounting = structured_flops(subject.dense_flops, weights_by_module, subject.channel_links), "structured"
     result.update(flops_dense=dense, flops_sparse=sparse, speedup=dense / sparse if sparse else None,
                   flops_accounting=accounting, channels_removed=count_removed_channels(weights_by_module))
+    return model
 
 
 def _finetune_gradually(

@@ -24,6 +24,7 @@ class Entry:
     seeds: list[int] = field(default_factory=list)  # aligned with the metric lists
     compression: list[float] = field(default_factory=list)
     speedup: list[float] = field(default_factory=list)
+    speedup_measured: list[float | None] = field(default_factory=list)  # --shrink-latency: dense ÷ shrunk model's latency
     failed: int = 0
     skipped: int = 0
     rank: int | None = None  # None: not ranked (some seed failed, or nothing passed)
@@ -62,6 +63,7 @@ def aggregate(rows: Iterable[dict[str, Any]]) -> list[Entry]:
             entry.seeds.append(int(row["seed"]))
             entry.compression.append(row["compression"])
             entry.speedup.append(row["speedup"])
+            entry.speedup_measured.append(row.get("speedup_measured"))
         elif row["status"] == "skipped":
             entry.skipped += 1
         else:
@@ -88,16 +90,27 @@ def mean_std(values: list[float], digits: int = 3) -> str:
     return f"{statistics.fmean(values):.{digits}f} ± {std:.{digits}f}"
 
 
+def table(entries: list[Entry]) -> tuple[list[str], list[list[str]]]:
+    """Headers and cells of one suite's leaderboard, as every output shows it. The measured speedup
+    column (dense ÷ physically shrunk model's latency) appears only when some case was timed."""
+    measured = any(v is not None for e in entries for v in e.speedup_measured)
+    headers = ["ratio", "method", "rank", "top-1 (fine-tuned)", "top-1 (pruned)", "compression", "speedup"]
+    headers += ["measured speedup"] if measured else []
+    rows = []
+    for e in entries:
+        cells = [f"x{e.ratio:g}", e.method, e.status, mean_std(e.top1), mean_std(e.top1_pre),
+                 mean_std(e.compression, 2), mean_std(e.speedup, 2)]
+        rows.append(cells + ([mean_std(e.speedup_measured, 2)] if measured else []) + [str(e.n)])
+    return headers + ["seeds"], rows
+
+
 def render(entries: list[Entry]) -> dict[str, str]:
     """One plain-text table per suite; the best method at each ratio is marked with ``*``."""
-    tables: dict[str, list[list[str]]] = defaultdict(list)
+    by_suite: dict[str, list[Entry]] = defaultdict(list)
     for e in entries:
-        tables[e.suite].append([
-            f"x{e.ratio:g}", e.method, e.status, mean_std(e.top1), mean_std(e.top1_pre),
-            mean_std(e.compression, 2), mean_std(e.speedup, 2), str(e.n),
-        ])
-    headers = ["ratio", "method", "rank", "top-1 (fine-tuned)", "top-1 (pruned)", "compression", "speedup", "seeds"]
-    return {suite: tabulate(rows, headers=headers, tablefmt="simple") for suite, rows in tables.items()}
+        by_suite[e.suite].append(e)
+    tables = {suite: table(group) for suite, group in by_suite.items()}
+    return {suite: tabulate(rows, headers=headers, tablefmt="simple") for suite, (headers, rows) in tables.items()}
 
 
 def mean(values: list[float | None]) -> float | None:

@@ -26,6 +26,7 @@ DEFAULT_RESULTS = "shrinkbench-results"
 DEFAULT_THREADS = "1"
 DEFAULT_TIMEOUT = "1800"
 DEFAULT_STORE = "store.sqlite"
+DEFAULT_LATENCY_BATCH = "64"
 
 # (option, ini name, help); an option given on the command line wins over its ini value.
 SETTINGS = [
@@ -44,6 +45,7 @@ SETTINGS = [
     ("--shrink-tolerance", "shrink_tolerance", f"gate: allowed drop of mean top-1 in percentage points (default: {DEFAULT_TOLERANCE_POINTS:g}); the larger of this and --shrink-tolerance-stds applies"),
     ("--shrink-tolerance-stds", "shrink_tolerance_stds", f"gate: allowed drop in standard deviations over seeds (default: {DEFAULT_TOLERANCE_STDS:g})"),
     ("--shrink-data-root", "shrink_data_root", "folder holding the vision suites' data in torchvision's layouts (default: $SHRINKBENCH_DATA)"),
+    ("--shrink-latency-batch", "shrink_latency_batch", f"test inputs per timed forward pass with --shrink-latency (default: {DEFAULT_LATENCY_BATCH})"),
     ("--shrink-device", "shrink_device", "auto|cpu|cuda (default: auto = cuda when available); under -n, worker k uses GPU k mod count"),
 ]
 
@@ -73,6 +75,15 @@ def add_options(parser: pytest.Parser) -> None:
         help="run every case even if the store has its result (the new result replaces the stored one)",
     )
     parser.addini("shrink_reuse", "reuse stored results of unchanged cases (default: true)", type="bool", default=True)
+    group.addoption(
+        "--shrink-latency",
+        dest="shrink_latency",
+        action="store_true",
+        default=None,
+        help="also time inference (pytest-benchmark) of each suite's dense model and of each case's physically shrunk "
+             "model, and record the measured speedup beside the theoretical one; cases are run, not reused; no -n",
+    )
+    parser.addini("shrink_latency", "time dense and shrunk models (see --shrink-latency)", type="bool", default=False)
     group.addoption(
         "--shrink-weights",
         dest="shrink_weights",
@@ -108,6 +119,7 @@ class ShrinkConfig:
     data_root: Path | None = None  # where the vision suites' data is (torchvision's layouts)
     weights: dict[str, tuple[Checkpoint, ...]] = field(default_factory=dict)  # --shrink-weights per suite
     device: str = "cpu"  # resolved: "cpu" or "cuda"
+    latency_batch: int | None = None  # --shrink-latency: inputs per timed forward pass; None: no timing
 
     def cases(self) -> list[CaseSpec]:
         """Every case, in the same order on every xdist worker; several checkpoints of a suite are an axis."""
@@ -209,6 +221,10 @@ def parse(config: pytest.Config) -> ShrinkConfig:
         device = devices.resolve(_setting(config, "shrink_device", "auto"))
     except ValueError as exc:
         raise pytest.UsageError(f"shrinkbench: {exc}") from None
+    latency = config.getoption("shrink_latency") or config.getini("shrink_latency")
+    latency_batch = _one_number(config, "shrink_latency_batch", DEFAULT_LATENCY_BATCH, "--shrink-latency-batch", minimum=1, parse=int)
+    if latency:
+        _check_latency_timing(config)
     if max_memory is not None and device == "cuda":
         raise pytest.UsageError("shrinkbench: --shrink-max-memory caps address space, which CUDA needs far more of; use it with --shrink-device=cpu")
     return ShrinkConfig(
@@ -222,7 +238,7 @@ def parse(config: pytest.Config) -> ShrinkConfig:
         timeout=timeout,
         max_memory_gib=max_memory,
         store_path=None if store.lower() == "none" else _under(config.rootpath, Path(store)),
-        reuse=config.getini("shrink_reuse") if reuse is None else reuse,
+        reuse=not latency and (config.getini("shrink_reuse") if reuse is None else reuse),  # timing needs the model
         report_dir=_under(config.rootpath, Path(paths["shrink_report"])) if paths["shrink_report"] else None,
         baseline=baseline,
         save_baseline=_under(config.rootpath, Path(paths["shrink_save_baseline"])) if paths["shrink_save_baseline"] else None,
@@ -231,4 +247,16 @@ def parse(config: pytest.Config) -> ShrinkConfig:
         data_root=_under(config.rootpath, Path(data_root).expanduser()) if data_root else None,
         weights=weights,
         device=device,
+        latency_batch=latency_batch if latency else None,
     )
+
+
+def _check_latency_timing(config: pytest.Config) -> None:
+    """--shrink-latency needs pytest-benchmark actually timing: never under xdist (it switches itself off there,
+    and parallel workers would disturb each other's timings), nor with its disable/skip options."""
+    if hasattr(config, "workerinput") or config.getoption("dist", "no") != "no":
+        raise pytest.UsageError("shrinkbench: --shrink-latency times models with pytest-benchmark, which is off under "
+                                "xdist (parallel workers would also disturb each other's timings): run it without -n")
+    for flag in ("benchmark_disable", "benchmark_skip"):
+        if config.getoption(flag, False):
+            raise pytest.UsageError(f"shrinkbench: --shrink-latency needs pytest-benchmark's timings; drop --{flag.replace('_', '-')}")

@@ -20,6 +20,7 @@ from . import report as reports
 from .case import CaseSpec, provenance, run_case
 from .errors import SuiteUnavailable
 from .guards import limit_memory, restore_memory
+from .latency import latency_inputs, measure_shrunk, median_seconds
 from .leaderboard import aggregate, render, render_summary, summarize
 from .results import ResultsFile, plain
 from .store import ResultsStore, case_key, is_store
@@ -27,12 +28,14 @@ from .subject import Subject, load_subject
 
 CONFIG_KEY = pytest.StashKey[options.ShrinkConfig]()
 MEMORY_KEY = pytest.StashKey[int]()
+# --shrink-latency: median seconds per forward pass of each (suite, weights tag)'s dense model, timed before its cases.
+DENSE_LATENCY_KEY = pytest.StashKey[dict[tuple[str, "str | None"], float]]()
 CASE_PROPERTY = "shrinkbench_case"
 RESULT_PROPERTY = "shrinkbench_result"
 # Flat scalar properties (``shrinkbench.top1`` ...) for JUnit XML, which shows each property as a string.
 JUNIT_METRICS = ("top1", "top5", "top1_pre", "top5_pre", "compression", "speedup", "params_total", "params_nonzero",
                  "flops_dense", "flops_sparse", "prune_seconds", "finetune_seconds", "method_hash", "base_sha256",
-                 "recipe_hash", "reused")
+                 "recipe_hash", "reused", "latency_ms", "latency_dense_ms", "speedup_measured")
 PACKAGED_CASES = Path(__file__).with_name("cases.py")
 
 
@@ -101,10 +104,26 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "shrink_case" not in metafunc.fixturenames or CONFIG_KEY not in metafunc.config.stash:
+    if CONFIG_KEY not in metafunc.config.stash:
         return
     cases = metafunc.config.stash[CONFIG_KEY].cases()
-    metafunc.parametrize("shrink_case", cases, ids=[c.id for c in cases], indirect=True)
+    if "shrink_case" in metafunc.fixturenames:
+        metafunc.parametrize("shrink_case", cases, ids=[c.id for c in cases], indirect=True)
+    if "shrink_reference" in metafunc.fixturenames:
+        references = list(dict.fromkeys((c.suite, c.weights) for c in cases))
+        ids = [f"dense-{suite}" + (f"-{tag}" if tag else "") for suite, tag in references]
+        metafunc.parametrize("shrink_reference", references, ids=ids, indirect=True)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The dense latency references run first, as every case's measured speedup divides by them; without
+    --shrink-latency they are not run at all."""
+    shrink = config.stash.get(CONFIG_KEY, None)
+    if shrink is None:
+        return
+    references = [item for item in items if "shrink_reference" in getattr(item, "fixturenames", ())]
+    others = [item for item in items if "shrink_reference" not in getattr(item, "fixturenames", ())]
+    items[:] = (references if shrink.latency_batch else []) + others
 
 
 @pytest.fixture(scope="session")
@@ -163,17 +182,41 @@ def shrink_stored(pytestconfig: pytest.Config) -> Iterator[Callable[[str], dict[
         store.close()
 
 
+@pytest.fixture
+def shrink_reference(request: pytest.FixtureRequest, shrink_subjects: Callable[..., Subject]) -> Callable[[], float]:
+    """Times a suite's dense base model (--shrink-latency); calling it returns and keeps the median seconds."""
+    if getattr(request, "param", None) is None:
+        pytest.skip("dense latency references run only with --shrink-method=... --shrink-latency")
+    suite, weights = request.param
+    config = request.config.stash[CONFIG_KEY]
+    benchmark = request.getfixturevalue("benchmark")
+    benchmark.group = f"{suite} [{weights}]" if weights else suite
+
+    def measure() -> float:
+        subject = shrink_subjects(suite, weights)
+        seconds = median_seconds(benchmark, subject.fresh_model(), latency_inputs(subject, config.latency_batch))
+        request.config.stash.setdefault(DENSE_LATENCY_KEY, {})[(suite, weights)] = seconds
+        request.node.user_properties.append(("shrinkbench.latency_dense_ms", seconds * 1e3))
+        return seconds
+
+    return measure
+
+
 class ShrinkCase:
     """A case bound to its subject and its test item, so its result travels in ``user_properties``.
 
     ``stored`` is the stored row of the same case key, when reuse is on: :meth:`run` then reports
-    that row (flagged ``reused``) instead of running the case again.
+    that row (flagged ``reused``) instead of running the case again. With ``benchmark`` (pytest-benchmark's
+    fixture, --shrink-latency) the final pruned model is physically shrunk and timed against
+    ``dense_seconds``, the dense reference's median (None when it was not run).
     """
 
     def __init__(
-        self, spec: CaseSpec, subject: Subject, item: pytest.Item, timeout: float, stored: dict[str, Any] | None = None
+        self, spec: CaseSpec, subject: Subject, item: pytest.Item, timeout: float, stored: dict[str, Any] | None = None,
+        benchmark: Any = None, latency_batch: int = 0, dense_seconds: float | None = None,
     ) -> None:
         self.spec, self.subject, self.item, self.timeout, self.stored = spec, subject, item, timeout, stored
+        self.benchmark, self.latency_batch, self.dense_seconds = benchmark, latency_batch, dense_seconds
 
     def run(self) -> dict[str, Any]:
         if self.stored is not None:
@@ -182,12 +225,19 @@ class ShrinkCase:
             return row
         result: dict[str, Any] = {"reused": False}
         try:
-            return run_case(self.spec, self.subject, result, timeout=self.timeout)
+            return run_case(self.spec, self.subject, result, timeout=self.timeout,
+                            then=self._time_shrunk if self.benchmark is not None else None)
         except Exception as exc:
             result["message"] = str(exc)
             raise
         finally:
             self._record(result)
+
+    def _time_shrunk(self, model: torch.nn.Module, result: dict[str, Any]) -> None:
+        self.benchmark.group = f"{self.spec.suite} [{self.spec.weights}]" if self.spec.weights else self.spec.suite
+        self.benchmark.extra_info.update(self.spec.as_dict(), speedup=result.get("speedup"))
+        result.update(measure_shrunk(self.benchmark, model, self.subject, self.latency_batch, self.dense_seconds))
+        self.benchmark.extra_info.update(speedup_measured=result["speedup_measured"])
 
     def _record(self, result: dict[str, Any]) -> None:
         result = plain(result)
@@ -220,7 +270,12 @@ def shrink_case(
     except Exception as exc:
         raise RuntimeError(f"[{spec.label}] could not load suite {spec.suite!r}: {type(exc).__name__}: {exc}") from exc
     stored = shrink_stored(case_key({**spec.as_dict(), **provenance(spec, subject)}))
-    return ShrinkCase(spec, subject, request.node, request.config.stash[CONFIG_KEY].timeout, stored)
+    config = request.config.stash[CONFIG_KEY]
+    if not config.latency_batch:
+        return ShrinkCase(spec, subject, request.node, config.timeout, stored)
+    dense = request.config.stash.get(DENSE_LATENCY_KEY, {}).get((spec.suite, spec.weights))
+    return ShrinkCase(spec, subject, request.node, config.timeout, stored, request.getfixturevalue("benchmark"),
+                      config.latency_batch, dense)
 
 
 def _reused(report: pytest.TestReport) -> bool:

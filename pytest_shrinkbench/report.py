@@ -162,7 +162,7 @@ def build(rows: Iterable[dict[str, Any]], *, merge: bool = True, sources: list[s
 def entry_record(e: Entry) -> dict[str, Any]:
     record: dict[str, Any] = {"suite": e.suite, "method": e.method, "ratio": e.ratio, "rank": e.rank, "status": e.status,
                               "n": e.n, "failed": e.failed, "skipped": e.skipped}
-    for name in ("top1", "top1_pre", "top5", "compression", "speedup"):
+    for name in ("top1", "top1_pre", "top5", "compression", "speedup", "speedup_measured"):
         values = [v for v in getattr(e, name) if v is not None]
         record[f"{name}_mean"], record[f"{name}_std"] = mean(values), std(values)
     record["seeds"] = list(e.seeds)
@@ -177,7 +177,7 @@ def summary_record(s: Summary) -> dict[str, Any]:
 
 ENTRY_COLUMNS = ["suite", "method", "ratio", "rank", "status", "n", "failed", "skipped", "top1_mean", "top1_std",
                  "top1_pre_mean", "top1_pre_std", "top5_mean", "top5_std", "compression_mean", "compression_std",
-                 "speedup_mean", "speedup_std"]
+                 "speedup_mean", "speedup_std", "speedup_measured_mean", "speedup_measured_std"]
 SUMMARY_COLUMNS = ["suite", "method", "rank", "status", "area_mean", "area_std", "n", "failed", "missing_ratios"]
 
 
@@ -235,19 +235,10 @@ def md_table(headers: list[str], rows: list[list[Any]]) -> str:
 
 
 SUMMARY_HEADERS = ["rank", "method", "area: mean top-1 over log2 compression", "seeds"]
-ENTRY_HEADERS = ["ratio", "method", "rank", "top-1 (fine-tuned)", "top-1 (pruned)", "compression", "speedup", "seeds"]
 
 
 def summary_rows(report: Report, suite: str) -> list[list[str]]:
     return [[s.status, s.method, leaderboard.mean_std(s.auc), str(s.n)] for s in report.summaries_of(suite)]
-
-
-def entry_rows(report: Report, suite: str) -> list[list[str]]:
-    return [
-        [f"x{e.ratio:g}", e.method, e.status, leaderboard.mean_std(e.top1), leaderboard.mean_std(e.top1_pre),
-         leaderboard.mean_std(e.compression, 2), leaderboard.mean_std(e.speedup, 2), str(e.n)]
-        for e in report.entries_of(suite)
-    ]
 
 
 def _setup_line(report: Report, suite: str) -> str:
@@ -280,7 +271,7 @@ def to_markdown(report: Report) -> str:
     for suite in report.suites:
         out += [f"## {suite}", "", _setup_line(report, suite), ""]
         out += [f"### Summary ({_ratio_range(report, suite)})", "", md_table(SUMMARY_HEADERS, summary_rows(report, suite)), ""]
-        out += ["### Leaderboard", "", md_table(ENTRY_HEADERS, entry_rows(report, suite)), ""]
+        out += ["### Leaderboard", "", md_table(*leaderboard.table(report.entries_of(suite))), ""]
         failures = report.failed_rows(suite)
         if failures:
             out += ["### Failed cases", "", md_table(["method", "ratio", "seed", "message"],
@@ -394,7 +385,7 @@ def to_html(report: Report, pngs: dict[str, dict[str, bytes]]) -> str:
         out.append(_html_table(SUMMARY_HEADERS, summary_rows(report, suite), [s.status for s in summaries], 2))
         entries = report.entries_of(suite)
         out.append("<h3>Leaderboard</h3>")
-        out.append(_html_table(ENTRY_HEADERS, entry_rows(report, suite), [e.status for e in entries], 2))
+        out.append(_html_table(*leaderboard.table(entries), [e.status for e in entries], 2))
         failures = report.failed_rows(suite)
         if failures:
             out.append("<h3>Failed cases</h3>")

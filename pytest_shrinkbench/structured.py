@@ -47,7 +47,7 @@ class Link:
     group: int
 
 
-def _flatten_start(node: "torch.fx.Node", module: nn.Module | None) -> int | None:
+def flatten_start(node: "torch.fx.Node", module: nn.Module | None) -> int | None:
     """``start_dim`` of a flatten node (None if the node is no flatten)."""
     if isinstance(module, nn.Flatten):
         return module.start_dim if module.end_dim == -1 else None
@@ -75,7 +75,7 @@ def channel_links(model: nn.Module) -> dict[str, Link] | None:
             module = modules.get(source.target) if source.op == "call_module" else None
             if isinstance(module, PRUNABLE_MODULES):
                 break
-            start = _flatten_start(source, module)
+            start = flatten_start(source, module)
             if start is not None:
                 if start != 1:
                     source = None
