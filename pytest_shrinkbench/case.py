@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import platform
 import time
 from dataclasses import asdict, dataclass
@@ -20,14 +19,15 @@ from .masks import MaskEnforcer, apply_masks, prunable_modules, validate_masks
 from .metrics import count_parameters, sparse_flops
 from .structured import count_removed_channels, structured_flops
 from .subject import Subject
-from .training import evaluate, fit
+from .training import evaluate, fit, optimizer_steps
 
 # Achieved compression may differ from the requested one by rounding to whole parameters only.
 COMPRESSION_TOLERANCE = 0.005
 # The version of what a case measures and how (invariants, FLOPs accounting, row keys). It is part of
 # every result's identity in the store: bump it whenever a change would alter a stored number, so
 # old rows are never reused as if measured by the new rules. 2: structured FLOPs accounting.
-MEASURE_VERSION = 2
+# 3: gradual methods prune after scheduled optimizer steps, no longer at epoch ends.
+MEASURE_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -128,22 +128,25 @@ def provenance(spec: CaseSpec, subject: Subject) -> dict[str, Any]:
     )
 
 
-def gradual_schedule(ratio: float, steps: int, epochs: int) -> tuple[list[float], list[int]]:
+def gradual_schedule(ratio: float, steps: int, total: int) -> tuple[list[float], list[int]]:
     """Targets and timing of a gradual method (Zhu & Gupta 2017's cubic schedule, within the fine-tuning budget).
 
     Sparsity after call k (1..steps) is ``s_f * (1 - (1 - k/steps)**3)`` with ``s_f = 1 - 1/ratio``:
-    most weights go early, the last few gently. Call 1 is before fine-tuning; calls 2..steps at the
-    end of epochs spread over the first half of fine-tuning (at least one epoch apart), so the
-    final masks are fine-tuned for the second half. Returns (compressions, epoch indices after
-    which calls 2..steps happen). Raises CaseFailure when the recipe has too few epochs.
+    most weights go early, the last few gently. Call 1 is before fine-tuning; calls 2..steps follow
+    optimizer steps evenly spread (every Δt steps, as Zhu & Gupta prune) over the first half of the
+    ``total`` optimizer steps of fine-tuning, so the final masks are fine-tuned for the second half.
+    Returns (compressions, 0-based indices of the optimizer steps after which calls 2..steps happen):
+    strictly increasing, and each call is followed by at least one optimizer step. Raises CaseFailure
+    when there are fewer optimizer steps than calls.
     """
     final = 1 - 1 / ratio
     compressions = [1 / (1 - final * (1 - (1 - k / steps) ** 3)) for k in range(1, steps + 1)]
     compressions[-1] = ratio
-    span = max(steps - 1, epochs // 2)
-    if steps > 1 and span > epochs - 1:
-        raise CaseFailure(f"a method of {steps} steps needs at least {steps} fine-tuning epochs; the suite's recipe has {epochs}")
-    return compressions, [math.ceil(k * span / (steps - 1)) - 1 for k in range(1, steps)]
+    if steps > total:
+        raise CaseFailure(f"a method of {steps} steps needs at least {steps} fine-tuning optimizer steps "
+                          f"(one per call, the last one after the last call); the suite's recipe has {total}")
+    span = max(steps - 1, total // 2)  # the calls happen within the first ``span`` optimizer steps
+    return compressions, [-(-k * span // (steps - 1)) - 1 for k in range(1, steps)]
 
 
 def _check_compression(model: nn.Module, target: float, when: str = "", masks: dict[str, torch.Tensor] | None = None,
@@ -168,10 +171,19 @@ def _check_compression(model: nn.Module, target: float, when: str = "", masks: d
 def _prune(m: methods.Method, ctx: PruneContext, model: nn.Module, architecture: dict, who: str,
            result: dict[str, Any]) -> dict[str, torch.Tensor]:
     """Call the method (its time added to ``prune_seconds``), check its masks and that it edited nothing
-    in place, apply them; return the masks."""
+    in place, apply them; return the masks.
+
+    Every call sees the model in training mode (a fresh model is, and fine-tuning is when a gradual
+    method is called again), and the mode is restored after it: a method that switches to eval
+    mode must not leave the rest of fine-tuning running without dropout or batch statistics.
+    """
     before = {name: value.clone() for name, value in model.state_dict().items()}
+    model.train()
     start = time.perf_counter()
-    masks, weights = methods.call(m, ctx)
+    try:
+        masks, weights = methods.call(m, ctx)
+    finally:
+        model.train()
     result["prune_seconds"] = result.get("prune_seconds", 0.0) + time.perf_counter() - start
     check_architecture(architecture, model, who)
     masks = validate_masks(masks, ctx.prunable)
@@ -187,8 +199,8 @@ def _run(spec: CaseSpec, subject: Subject, result: dict[str, Any]) -> nn.Module:
     model = subject.fresh_model()
     architecture = shapes(model)
     inputs, targets = subject.batch(spec.seed)
-    epochs = subject.suite.finetune_recipe.epochs
-    compressions, prune_epochs = gradual_schedule(spec.ratio, m.steps, epochs) if m.steps > 1 else ([spec.ratio], [])
+    total = optimizer_steps(subject.data.train, subject.suite.finetune_recipe)
+    compressions, prune_after = gradual_schedule(spec.ratio, m.steps, total) if m.steps > 1 else ([spec.ratio], [])
     ctx = PruneContext(model, compressions[0], inputs, targets, seed=spec.seed, step=0, steps=m.steps)
     who = f"method {spec.method!r}"
 
@@ -202,8 +214,8 @@ def _run(spec: CaseSpec, subject: Subject, result: dict[str, Any]) -> nn.Module:
     if m.steps == 1:
         result["finetune_seconds"] = finetune(model, subject, spec.seed, MaskEnforcer(ctx.prunable, masks))
     else:
-        masks = _finetune_gradually(m, ctx, model, subject, spec, masks, compressions, prune_epochs, architecture,
-                                    who, check_inputs, result)
+        masks = _finetune_gradually(m, ctx, model, subject, spec, masks, compressions, prune_after, total,
+                                    architecture, who, check_inputs, result)
         # A regrown weight starts at zero and may stay there (a dead input): with regrowth the size is
         # checked on the masks, and the row still records the model's true non-zero count.
         _check_compression(model, spec.ratio, " (after the last step and fine-tuning)",
@@ -225,10 +237,10 @@ def _run(spec: CaseSpec, subject: Subject, result: dict[str, Any]) -> nn.Module:
 
 def _finetune_gradually(
     m: methods.Method, ctx: PruneContext, model: nn.Module, subject: Subject, spec: CaseSpec, masks: dict[str, torch.Tensor],
-    compressions: list[float], prune_epochs: list[int], architecture: dict, who: str, check_inputs: torch.Tensor,
-    result: dict[str, Any],
+    compressions: list[float], prune_after: list[int], total: int, architecture: dict, who: str,
+    check_inputs: torch.Tensor, result: dict[str, Any],
 ) -> dict[str, torch.Tensor]:
-    """Fine-tune with the suite's recipe, calling the method again after each epoch of ``prune_epochs``.
+    """Fine-tune with the suite's recipe, calling the method again after each optimizer step of ``prune_after``.
 
     Between mask changes everything a one-shot case guarantees holds (invariant 3 checked every
     epoch). At each change: the previous enforcer's record is checked, the new masks are validated,
@@ -237,6 +249,7 @@ def _finetune_gradually(
     moments) of newly pruned entries is zeroed, so it cannot move them off zero.
     """
     state = {"masks": masks, "enforcer": MaskEnforcer(ctx.prunable, masks), "optimizer": None}
+    step_after = {index: step for step, index in enumerate(prune_after, start=1)}  # optimizer step -> ctx.step of the call
 
     def on_optimizer(optimizer: torch.optim.Optimizer) -> None:
         state["optimizer"] = optimizer
@@ -244,16 +257,16 @@ def _finetune_gradually(
 
     def on_epoch_end(epoch: int) -> None:
         state["enforcer"].check(f"fine-tuning epoch {epoch + 1}")
-        if epoch not in prune_epochs:
+
+    def on_step(index: int) -> None:
+        step = step_after.get(index)
+        if step is None:
             return
-        step = prune_epochs.index(epoch) + 1
+        when = f" (step {step + 1} of {m.steps}, after optimizer step {index + 1} of {total})"
+        state["enforcer"].check(f"fine-tuning up to optimizer step {index + 1}, before step {step + 1} of {m.steps}")
         state["enforcer"].remove()
-        ctx.compression, ctx.step = compressions[step], step
-        ctx._gradients = None
-        was_training = model.training
+        ctx.advance(compressions[step])
         new = _prune(m, ctx, model, architecture, who, result)
-        model.train(was_training)
-        when = f" (step {step + 1} of {m.steps}, after fine-tuning epoch {epoch + 1})"
         if not m.regrowth:
             for name, mask in new.items():
                 revived = int((mask & ~state["masks"][name]).sum())
@@ -275,7 +288,7 @@ def _finetune_gradually(
     start = time.perf_counter()
     try:
         fit(model, subject.data.train, subject.suite.finetune_recipe, seed=spec.seed, device=subject.device,
-            on_optimizer=on_optimizer, on_epoch_end=on_epoch_end)
+            on_optimizer=on_optimizer, on_step=on_step, on_epoch_end=on_epoch_end)
     finally:
         state["enforcer"].remove()
     result["finetune_seconds"] = time.perf_counter() - start

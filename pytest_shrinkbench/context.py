@@ -42,6 +42,17 @@ class PruneContext:
     def batch(self) -> tuple[Tensor, Tensor]:
         return self.inputs, self.targets
 
+    def advance(self, compression: float) -> None:
+        """Move to the next call of a gradual method, whose target is ``compression`` (the harness calls this).
+
+        Drops the cached :meth:`gradients`: fine-tuning has changed the weights since they were computed.
+        """
+        if self.step + 1 >= self.steps:
+            raise ValueError(f"step {self.step} is the last of {self.steps}; there is no next step")
+        self.step += 1
+        self.compression = compression
+        self._gradients = None
+
     def keep_budget(self) -> int:
         """How many prunable weights may stay non-zero for the model to reach ``compression``.
 

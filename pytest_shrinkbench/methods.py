@@ -46,11 +46,12 @@ def method(name: str, *, baseline: bool = False, steps: int = 1, regrowth: bool 
     """Register ``fn(ctx) -> masks`` (or ``(masks, new_weights)``) as the method ``name``.
 
     Masks are ``{parameter name: bool tensor}`` with ``True`` = keep, one per ``ctx.prunable``.
-    ``steps > 1`` makes the method gradual: the harness calls it ``steps`` times, before fine-tuning
-    and then at scheduled epoch ends within the suite's one fine-tuning budget, each time with
+    ``steps > 1`` makes the method gradual: the harness calls it ``steps`` times within the suite's
+    one fine-tuning budget, before fine-tuning and then after optimizer steps spread over the first
+    half of it (so the final masks are fine-tuned for the second half), each time with
     ``ctx.compression`` raised along Zhu & Gupta's cubic schedule up to the requested ratio
-    (``ctx.step``/``ctx.steps`` say which call it is). Unless ``regrowth=True``, a weight pruned
-    once must stay pruned.
+    (``ctx.step``/``ctx.steps`` say which call it is; ``case.gradual_schedule`` has the timing).
+    Unless ``regrowth=True``, a weight pruned once must stay pruned.
     """
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"method {name!r}: steps must be an int >= 1, got {steps!r}")

@@ -20,19 +20,23 @@ def fit(
     seed: int,
     device: torch.device,
     on_optimizer: Callable[[torch.optim.Optimizer], None] | None = None,
+    on_step: Callable[[int], None] | None = None,
     on_epoch_end: Callable[[int], None] | None = None,
 ) -> None:
     """Train ``model`` in place with ``recipe``; the seed fixes the data order.
 
     ``on_optimizer`` lets the harness attach its step hooks to the fresh optimizer, and
-    ``on_epoch_end`` lets it check invariants without a per-step synchronisation.
+    ``on_epoch_end`` lets it check invariants without a per-step synchronisation. ``on_step(i)`` runs
+    after optimizer step ``i`` (0 .. :func:`optimizer_steps` - 1, counted across epochs) has returned,
+    outside the optimizer's own hooks, so it may swap them (a gradual method's mask change); the
+    gradients are zeroed before every backward, so whatever it leaves in ``.grad`` is never applied.
     """
     optimizer = recipe.make_optimizer(model.parameters())
     scheduler = recipe.make_scheduler(optimizer)
     if on_optimizer is not None:
         on_optimizer(optimizer)
-    order = torch.Generator().manual_seed(seed)
-    loader = DataLoader(data, batch_size=recipe.batch_size, shuffle=True, generator=order)
+    loader = _loader(data, recipe, seed)
+    step = 0
     model.train()
     for epoch in range(recipe.epochs):
         for inputs, targets in loader:
@@ -40,10 +44,24 @@ def fit(
             optimizer.zero_grad(set_to_none=True)
             F.cross_entropy(model(inputs), targets).backward()
             optimizer.step()
+            if on_step is not None:
+                on_step(step)
+            step += 1
         if scheduler is not None:
             scheduler.step()
         if on_epoch_end is not None:
             on_epoch_end(epoch)
+
+
+def optimizer_steps(data: Dataset, recipe: Recipe) -> int:
+    """How many optimizer steps :func:`fit` takes on ``data`` with ``recipe``: epochs × batches per epoch."""
+    return recipe.epochs * len(_loader(data, recipe, seed=0))
+
+
+def _loader(data: Dataset, recipe: Recipe, seed: int) -> DataLoader:
+    """The training batches: shuffled by ``seed``, the last batch kept even if short (one definition, so
+    :func:`optimizer_steps` always agrees with :func:`fit`)."""
+    return DataLoader(data, batch_size=recipe.batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed))
 
 
 @torch.no_grad()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
@@ -26,3 +27,19 @@ def test_generator_is_seeded_by_the_case() -> None:
     model = nn.Linear(4, 2)
     draw = lambda seed: torch.rand(5, generator=PruneContext(model, 2.0, torch.zeros(1, 4), torch.zeros(1), seed=seed).generator)
     assert torch.equal(draw(3), draw(3)) and not torch.equal(draw(3), draw(4))
+
+
+def test_advance_moves_to_the_next_step_and_drops_cached_gradients() -> None:
+    torch.manual_seed(0)
+    model = nn.Linear(4, 3)
+    ctx = PruneContext(model, 2.0, torch.randn(5, 4), torch.tensor([0, 1, 2, 0, 1]), steps=2)
+    first = ctx.gradients()
+    assert ctx.gradients() is first, "cached within a step"
+    with torch.no_grad():
+        model.weight.mul_(0.5)
+    ctx.advance(4.0)
+    assert (ctx.step, ctx.compression) == (1, 4.0)
+    again = ctx.gradients()
+    assert again is not first and not torch.equal(again["weight"], first["weight"]), "recomputed on the new weights"
+    with pytest.raises(ValueError, match="step 1 is the last of 2"):
+        ctx.advance(8.0)
