@@ -23,9 +23,10 @@ def module_flops(model: nn.Module, input_shape: tuple[int, ...], modules: list[s
     """FLOPs of one forward pass of one example, per named module, counted by PyTorch's FlopCounterMode.
 
     The count runs on a meta-device copy, so it costs no compute and no memory whatever the
-    model. FlopCounterMode counts a multiply-add as two FLOPs.
+    model. FlopCounterMode counts a multiply-add as two FLOPs. The copy runs in eval mode: a
+    training-mode batch norm refuses one example on a 1×1 map (ResNet-18's last stage at 32×32).
     """
-    meta = copy.deepcopy(model).to("meta")
+    meta = copy.deepcopy(model).to("meta").eval()
     counter = FlopCounterMode(display=False)
     with counter:
         meta(torch.empty((1, *input_shape), device="meta"))

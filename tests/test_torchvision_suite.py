@@ -1,0 +1,190 @@
+"""A user suite built on a torchvision model (ResNet-18, weights=None) runs end to end, structured FLOPs included."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+from torch.utils.flop_counter import FlopCounterMode
+
+from pytest_shrinkbench.masks import prunable_modules
+from pytest_shrinkbench.metrics import module_flops, sparse_flops
+from pytest_shrinkbench.structured import Link, channel_links, removed_channels, structured_flops
+from pytest_shrinkbench.subject import sha256_of
+
+RUN = ["--shrink-seeds=0", "-p", "no:randomly", "--shrink-store=none", "--shrink-ratios=4"]
+
+# Noise images with one bright quadrant, the class saying which: ResNet-18 learns it in two epochs.
+CONFTEST = '''
+import torch
+import torchvision
+from torch.utils.data import TensorDataset
+
+from pytest_shrinkbench import Recipe, suite
+
+
+def quadrants(n, seed):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 4, (n,), generator=g)
+    bright = torch.zeros(4, 1, 32, 32)
+    for q in range(4):
+        bright[q, :, 16 * (q // 2):16 * (q // 2) + 16, 16 * (q % 2):16 * (q % 2) + 16] = 1.0
+    return TensorDataset(torch.randn(n, 3, 32, 32, generator=g) + bright[y], y)
+
+
+@suite("quadrants-resnet18", train=lambda: quadrants(192, 0), test=quadrants(64, 1),
+       base=Recipe("adam", lr=1e-3, epochs=2, batch_size=32),
+       finetune=Recipe("adam", lr=1e-4, epochs=1, batch_size=64))
+def build():
+    """torchvision's ResNet-18, no pretrained weights, 4 classes."""
+    return torchvision.models.resnet18(weights=None, num_classes=4)
+
+
+@suite("quadrants-squeezenet", train=lambda: quadrants(192, 0), test=quadrants(64, 1),
+       base=Recipe("adam", lr=1e-3, epochs=2, batch_size=32),
+       finetune=Recipe("adam", lr=1e-4, epochs=1, batch_size=64))
+def build_squeezenet():
+    return torchvision.models.squeezenet1_1(weights=None, num_classes=4)
+'''
+
+# torchvision's ResNet-18 and SqueezeNet 1.1 have 11,689,512 and 1,235,496 parameters with 1000 classes;
+# with 4, their heads (a linear, a 1×1 conv, both from 512 channels) have 512*4 + 4.
+RESNET18_4_PARAMS = 11_689_512 - (512 * 1000 + 1000) + (512 * 4 + 4)
+SQUEEZENET_4_PARAMS = 1_235_496 - (512 * 1000 + 1000) + (512 * 4 + 4)
+
+
+def resnet18_macs(size: int, classes: int) -> int:
+    """Conv and linear multiply-adds of torchvision's ResNet-18 on one ``size``×``size`` image, by hand."""
+
+    def out(n: int, stride: int) -> int:  # 7×7 pad 3, 3×3 pad 1, 1×1 pad 0 convs and the 3×3 pad 1 max pool
+        return (n - 1) // stride + 1
+
+    side = out(size, 2)
+    macs = 64 * 3 * 7 * 7 * side * side  # conv1
+    side = out(side, 2)  # max pool
+    cin = 64
+    for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+        for block in range(2):
+            first = block == 0 and stride != 1
+            side = out(side, stride if block == 0 else 1)
+            macs += cout * cin * 9 * side * side + cout * cout * 9 * side * side  # conv1, conv2
+            if first:
+                macs += cout * cin * side * side  # downsample 1×1
+            cin = cout
+    return macs + 512 * classes
+
+
+def test_hand_count_matches_the_reference() -> None:
+    """DESIGN.md: ResNet-18 at 224×224 is 1.82 GMACs (3.63 GFLOPs)."""
+    assert resnet18_macs(224, 1000) == pytest.approx(1.82e9, rel=0.005)
+
+
+def counted_flops(model: torch.nn.Module, size: int) -> int:
+    """All FLOPs FlopCounterMode counts for one ``size``×``size`` image, whatever the module."""
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model.eval()(torch.zeros(1, 3, size, size))
+    return counter.get_total_flops()
+
+
+def test_flops_of_a_training_mode_resnet18_at_32x32() -> None:
+    """At 32×32 the last stage is 1×1: a training-mode batch norm refuses the one-example count (a bug, fixed)."""
+    model = torchvision.models.resnet18(weights=None, num_classes=4)
+    assert model.training
+    flops = module_flops(model, (3, 32, 32), list(prunable_modules(model)))
+    assert sum(flops.values()) == 2 * resnet18_macs(32, 4)
+    assert flops["conv1"] == 2 * 64 * 3 * 49 * 16 * 16 and flops["fc"] == 2 * 512 * 4
+    assert model.training, "the model itself is left as it was"
+
+
+def test_resnet18_links_stop_at_residual_adds() -> None:
+    """Only a block's conv2 (fed by its conv1) and the stem's consumer get structured credit; anything after an add gets none."""
+    links = channel_links(torchvision.models.resnet18(weights=None, num_classes=4))
+    assert links is not None, "torch.fx traces torchvision's ResNet"
+    assert links["layer1.0.conv2"] == Link("layer1.0.conv1", 1)
+    assert "layer1.1.conv1" not in links, "fed by layer1.0's residual add"
+    expected = {"layer1.0.conv1": Link("conv1", 1)}  # through bn1, relu and the max pool
+    expected.update({f"layer{i}.{j}.conv2": Link(f"layer{i}.{j}.conv1", 1) for i in range(1, 5) for j in range(2)})
+    assert links == expected
+
+
+def test_squeezenet_links_stop_at_concatenations() -> None:
+    """Both expand convs of a Fire module read its squeeze; the next squeeze reads their concatenation: no link."""
+    links = channel_links(torchvision.models.squeezenet1_1(weights=None, num_classes=4))
+    assert links is not None
+    assert links["features.3.expand1x1"] == links["features.3.expand3x3"] == Link("features.3.squeeze", 1)
+    assert links["features.3.squeeze"] == Link("features.0", 1), "through relu and the max pool"
+    assert "features.4.squeeze" not in links and "classifier.1" not in links
+
+
+def rows_of(folder: Path) -> list[dict]:
+    return [json.loads(line) for f in sorted(folder.glob("*.jsonl")) for line in f.read_text().splitlines()]
+
+
+def test_torchvision_resnet18_suite_end_to_end(project: pytest.Pytester, shrink_cache: Path) -> None:
+    project.makeconftest(CONFTEST)
+    result = project.runpytest_subprocess("--shrink-method=global-magnitude,l1-filter", "--shrink-suite=quadrants-resnet18", *RUN)
+    result.assert_outcomes(passed=2)
+    rows = {r["method"]: r for r in rows_of(project.path / "results")}
+    assert set(rows) == {"global-magnitude", "l1-filter"}
+    dense_flops = counted_flops(torchvision.models.resnet18(num_classes=4), 32)
+    assert dense_flops == 2 * resnet18_macs(32, 4)
+    for row in rows.values():
+        assert row["status"] == "passed" and row["suite"] == "quadrants-resnet18"
+        assert row["params_total"] == RESNET18_4_PARAMS
+        assert row["params_nonzero"] == round(RESNET18_4_PARAMS / 4)
+        assert row["compression"] == pytest.approx(4, rel=0.005)
+        assert row["flops_dense"] == dense_flops
+        assert row["flops_accounting"] == "structured"
+        assert row["top1_base"] > 0.5, "the base ResNet-18 learned the quadrants (chance 0.25)"
+    l1, gm = rows["l1-filter"], rows["global-magnitude"]
+    assert l1["channels_removed"] > 0
+    assert l1["speedup"] > gm["speedup"]
+
+    # The base weights were trained once and cached; both cases used that file.
+    (sha,) = {r["base_sha256"] for r in rows.values()}
+    (cached,) = [p for p in shrink_cache.glob("quadrants-resnet18-*.pt") if sha256_of(p) == sha]
+    model = torchvision.models.resnet18(weights=None, num_classes=4)
+    model.load_state_dict(torch.load(cached, weights_only=True))
+
+    # l1-filter's masks again, from the same base weights: the row's sparse FLOPs are exactly their structured count.
+    import pytest_shrinkbench.baselines  # noqa: F401  (registers l1-filter)
+    from pytest_shrinkbench import prune
+
+    masks = prune(model, "l1-filter", 4, batch=(torch.zeros(1, 3, 32, 32), torch.zeros(1, dtype=torch.long)))
+    by_module = prunable_modules(model)
+    weights = {module: masks[param].float() for module, param in by_module.items()}
+    dense = module_flops(model, (3, 32, 32), list(weights))
+    links = channel_links(model)
+    assert structured_flops(dense, weights, links) == l1["flops_sparse"]
+    # l1-filter zeroes the consumer columns that read a removed filter itself, so density scaling already
+    # counts them. Give them back (dead weights a filter-only method would leave): density scaling loses
+    # the saving, the structured count (which l1's row reports) keeps it.
+    revived = {m: w.clone() for m, w in weights.items()}
+    for consumer, link in links.items():  # (group is 1 everywhere in a ResNet-18: no flatten into a linear)
+        gone = removed_channels(weights[link.producer])
+        revived[consumer][~removed_channels(weights[consumer])[:, None] & gone[None, :]] = 1.0
+    assert sum(int(removed_channels(weights[link.producer]).sum()) for link in links.values()) > 0
+    assert structured_flops(dense, revived, links) == l1["flops_sparse"]
+    assert l1["speedup"] > l1["flops_dense"] / sparse_flops(dense, revived)
+
+
+def test_torchvision_squeezenet_suite_under_xdist(project: pytest.Pytester, shrink_cache: Path) -> None:
+    """Two workers, one case each, both on one base-weights file (trained under the cache lock by whichever comes first)."""
+    project.makeconftest(CONFTEST)
+    result = project.runpytest_subprocess("--shrink-method=global-magnitude,l1-filter", "--shrink-suite=quadrants-squeezenet",
+                                          *RUN, "-n", "2")
+    result.assert_outcomes(passed=2)
+    rows = {r["method"]: r for r in rows_of(project.path / "results")}
+    assert set(rows) == {"global-magnitude", "l1-filter"}
+    dense = counted_flops(torchvision.models.squeezenet1_1(num_classes=4), 32)  # every FLOP it counts is a conv's
+    for row in rows.values():
+        assert row["status"] == "passed" and row["params_total"] == SQUEEZENET_4_PARAMS
+        assert row["params_nonzero"] == round(SQUEEZENET_4_PARAMS / 4)
+        assert row["flops_dense"] == dense and row["flops_accounting"] == "structured"
+    assert rows["l1-filter"]["channels_removed"] > 0
+    (sha,) = {r["base_sha256"] for r in rows.values()}
+    assert [p for p in shrink_cache.glob("quadrants-squeezenet-*.pt") if sha256_of(p) == sha]
