@@ -48,12 +48,17 @@ class Entry:
         return self.failed == 0 and self.n > 0
 
 
+def suite_label(suite: str, weights: str | None) -> str:
+    """How tables name a suite: with its checkpoint tag when a suite has several (--shrink-weights)."""
+    return f"{suite} [{weights}]" if weights else suite
+
+
 def aggregate(rows: Iterable[dict[str, Any]]) -> list[Entry]:
     """Group rows by suite × ratio × method and rank methods per suite and ratio by mean top-1."""
     entries: dict[tuple[str, float, str], Entry] = {}
     for row in rows:
         # Cases from different base checkpoints of a suite (--shrink-weights) are never averaged together.
-        suite = f"{row['suite']} [{row['weights']}]" if row.get("weights") else row["suite"]
+        suite = suite_label(row["suite"], row.get("weights"))
         key = (suite, float(row["ratio"]), row["method"])
         entry = entries.setdefault(key, Entry(suite, row["method"], float(row["ratio"])))
         if row["status"] == "passed":

@@ -21,7 +21,7 @@ from .case import CaseSpec, provenance, run_case
 from .errors import SuiteUnavailable
 from .guards import limit_memory, restore_memory
 from .latency import latency_inputs, measure_shrunk, median_seconds
-from .leaderboard import aggregate, render, render_summary, summarize
+from .leaderboard import aggregate, render, render_summary, suite_label, summarize
 from .results import ResultsFile, plain
 from .store import ResultsStore, case_key, is_store
 from .subject import Subject, load_subject
@@ -190,7 +190,7 @@ def shrink_reference(request: pytest.FixtureRequest, shrink_subjects: Callable[.
     suite, weights = request.param
     config = request.config.stash[CONFIG_KEY]
     benchmark = request.getfixturevalue("benchmark")
-    benchmark.group = f"{suite} [{weights}]" if weights else suite
+    benchmark.group = suite_label(suite, weights)
 
     def measure() -> float:
         subject = shrink_subjects(suite, weights)
@@ -234,7 +234,7 @@ class ShrinkCase:
             self._record(result)
 
     def _time_shrunk(self, model: torch.nn.Module, result: dict[str, Any]) -> None:
-        self.benchmark.group = f"{self.spec.suite} [{self.spec.weights}]" if self.spec.weights else self.spec.suite
+        self.benchmark.group = suite_label(self.spec.suite, self.spec.weights)
         self.benchmark.extra_info.update(self.spec.as_dict(), speedup=result.get("speedup"))
         result.update(measure_shrunk(self.benchmark, model, self.subject, self.latency_batch, self.dense_seconds))
         self.benchmark.extra_info.update(speedup_measured=result["speedup_measured"])
