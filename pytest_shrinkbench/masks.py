@@ -83,42 +83,63 @@ def apply_masks(prunable: Mapping[str, nn.Parameter], masks: Mapping[str, Tensor
 class MaskEnforcer:
     """Keeps masked weights at zero during fine-tuning, and proves it after every optimizer step.
 
-    Enforcement is one multiply of each gradient (a tensor hook), so a zeroed weight gets no
-    update from SGD, momentum, Adam or weight decay: nothing multiplies in the forward pass.
-    Verification (invariant 3) runs in optimizer step hooks: before each step the masked
-    gradient entries must be zero, after it the masked weights must be. Offending entries are
-    counted on the device and read once per epoch, so checking costs no per-step sync.
+    Enforcement is one multiply of each gradient by its keep mask, in a tensor hook, so a zeroed
+    weight gets no update from SGD, momentum, Adam or weight decay: nothing multiplies in the
+    forward pass. The multiply stays per parameter on purpose. Masking all gradients at once in
+    the step pre-hook (one ``_foreach_mul_``) would be marginally cheaper, but the gradient half of
+    invariant 3 would then only check that multiply, and a method writing gradient into pruned
+    entries behind the harness's back (a later tensor hook, a global step pre-hook) would be
+    silently cancelled instead of reported. Checked after the harness's own masking, such a write
+    is caught and named.
+
+    Verification (invariant 3) runs in optimizer step hooks: before each step every masked
+    gradient entry must be zero, after it every masked weight. A check is three ops for the whole
+    model, whatever its number of layers (on digits-cnn a quarter of the time a per-parameter loop
+    took): cast all the tensors into one flat boolean buffer (non-zero, NaN included, is True),
+    keep its masked entries, and add them to a per-entry count of offending steps on the device
+    (9 bytes per prunable weight in all). :meth:`check` reads the total once per epoch, so
+    checking costs no per-step sync, and only when it is non-zero sums the counts per parameter
+    for the message. The buffers live on the first parameter's device (the harness keeps a model
+    on one device).
     """
 
     def __init__(self, prunable: Mapping[str, nn.Parameter], masks: Mapping[str, Tensor]) -> None:
         self.prunable = dict(prunable)
-        self.removed = {name: ~mask for name, mask in masks.items()}
-        self.keep = {name: masks[name].to(param.dtype) for name, param in self.prunable.items()}
-        self.bad_grads = {name: torch.zeros((), dtype=torch.long, device=p.device) for name, p in prunable.items()}
-        self.bad_weights = {name: torch.zeros((), dtype=torch.long, device=p.device) for name, p in prunable.items()}
         self.steps = 0
-        self._handles = [param.register_hook(self.keep[name].mul) for name, param in self.prunable.items()]
+        params = list(self.prunable.values())
+        device = params[0].device if params else torch.device("cpu")
+        self._sizes = [p.numel() for p in params]
+        self._removed = torch.cat([torch.zeros(0, dtype=torch.bool, device=device)]
+                                  + [~masks[name].reshape(-1).to(device) for name in self.prunable])
+        self._flags = torch.empty_like(self._removed)
+        self._flag_views = [flat.view(p.shape) for flat, p in zip(self._flags.split(self._sizes), params)]
+        self._no_grad = torch.zeros((), dtype=torch.bool, device=device)
+        # Row 0: steps in which each masked entry had a non-zero gradient; row 1: a non-zero weight.
+        self._offences = torch.zeros(2, len(self._removed), dtype=torch.int32, device=device)
+        self._handles = [param.register_hook(masks[name].to(param.dtype).mul) for name, param in self.prunable.items()]
 
     def attach(self, optimizer: torch.optim.Optimizer) -> None:
         self._handles.append(optimizer.register_step_pre_hook(self._before_step))
         self._handles.append(optimizer.register_step_post_hook(self._after_step))
 
     @torch.no_grad()
-    def _before_step(self, optimizer: torch.optim.Optimizer, args: object, kwargs: object) -> None:
-        for name, param in self.prunable.items():
-            if param.grad is not None:
-                self.bad_grads[name] += (param.grad != 0).logical_and_(self.removed[name]).sum()
+    def _tally(self, row: int, tensors: list[Tensor]) -> None:
+        torch._foreach_copy_(self._flag_views, tensors)
+        self._offences[row].add_(self._flags.logical_and_(self._removed))
 
-    @torch.no_grad()
+    def _before_step(self, optimizer: torch.optim.Optimizer, args: object, kwargs: object) -> None:
+        self._tally(0, [self._no_grad if p.grad is None else p.grad for p in self.prunable.values()])
+
     def _after_step(self, optimizer: torch.optim.Optimizer, args: object, kwargs: object) -> None:
         self.steps += 1
-        for name, param in self.prunable.items():
-            self.bad_weights[name] += (param != 0).logical_and_(self.removed[name]).sum()
+        self._tally(1, list(self.prunable.values()))
 
     def check(self, when: str) -> None:
         """Raise if any step so far let a masked entry get a gradient or a value."""
-        for name in self.prunable:
-            grads, weights = int(self.bad_grads[name]), int(self.bad_weights[name])
+        if not int(self._offences.sum()):
+            return
+        counts = [part.sum(dim=1).tolist() for part in self._offences.split(self._sizes, dim=1)]
+        for name, (grads, weights) in zip(self.prunable, counts):
             if grads:
                 raise InvariantViolation(
                     f"invariant 3 ({when}): {name!r} received non-zero gradient in {grads} masked entries "

@@ -284,3 +284,25 @@ def test_enforcer_remove_detaches_gradient_masking():
     assert any(bool((p.grad[~masks[name]] != 0).any()) for name, p in prunable.items())
     optimizer.step()
     assert enforcer.steps == 0
+
+
+def test_enforcer_counts_non_finite_masked_entries_only_and_accepts_missing_gradients():
+    """NaN and inf count as non-zero in masked entries, never in kept ones; a parameter without a gradient is fine."""
+    model, prunable, masks = masked_model()
+    enforcer = MaskEnforcer(prunable, masks)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)  # lr 0: the step moves nothing
+    enforcer.attach(optimizer)
+    optimizer.step()  # no backward yet: every gradient is None
+    enforcer.check("no gradients")
+    kept, removed = masks["2.weight"], ~masks["2.weight"]
+    with torch.no_grad():
+        prunable["2.weight"][tuple(kept.nonzero()[0].tolist())] = float("nan")
+        prunable["2.weight"][tuple(kept.nonzero()[1].tolist())] = float("inf")
+    optimizer.step()
+    enforcer.check("non-finite kept weights")
+    with torch.no_grad():
+        prunable["2.weight"][tuple(removed.nonzero()[0].tolist())] = float("nan")
+        prunable["2.weight"][tuple(removed.nonzero()[1].tolist())] = float("-inf")
+    optimizer.step()
+    with pytest.raises(InvariantViolation, match=r"'2\.weight' had 2 masked entries non-zero after optimizer steps \(summed over 3 steps\)"):
+        enforcer.check("non-finite masked weights")
