@@ -7,9 +7,11 @@ where they went, and that the shrunk models really are smaller.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
+from pytest_shrinkbench import latency, load_subject
 from test_plugin import rows_of
 
 QUICK_TIMING = ["--benchmark-min-rounds=3", "--benchmark-max-time=0.02"]
@@ -62,3 +64,17 @@ def test_latency_refuses_settings_that_cannot_time(project: pytest.Pytester, ext
     result = project.runpytest_subprocess(*ARGS, *extra)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([message])
+
+
+def test_a_model_that_cannot_be_shrunk_is_recorded_not_failed(monkeypatch: pytest.MonkeyPatch, shrink_cache: Path) -> None:
+    """Shrinking is the harness's extra measurement: its failure is a warning and a row field, never the method's verdict."""
+
+    def broken(model: object, inputs: object) -> None:
+        raise ValueError("cannot cut this graph")
+
+    monkeypatch.setattr(latency, "shrink", broken)
+    subject = load_subject("digits-mlp", cache_dir=shrink_cache)
+    with pytest.warns(UserWarning, match="could not shrink the pruned model.*ValueError: cannot cut this graph"):
+        row = latency.measure_shrunk(None, subject.fresh_model(), subject, 8, dense_seconds=0.001)
+    assert row == dict(latency_batch=8, shrink_error="ValueError: cannot cut this graph", latency_ms=None,
+                       speedup_measured=None, latency_dense_ms=1.0)
