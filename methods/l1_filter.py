@@ -16,7 +16,9 @@ How it reaches the requested whole-model compression exactly (the harness allows
 * Removing a filter also removes the weights that read its output channel in the consumer layers
   (found by ``torch.fx`` tracing, as for the structured FLOPs): they would multiply a removed
   channel, so keeping them would spend the parameter budget on dead weights. They count towards
-  the weights removed.
+  the weights removed. Past a depthwise conv (MobileNetV2's expand → depthwise → project), a
+  removed expand filter takes the depthwise filter reading it and the project columns reading
+  that with it, and a removed depthwise filter takes its project columns.
 * Whole filters (with their consumer columns) are removed, weakest first, while they fit in the
   number of weights to remove.
   The first filter that does not fit entirely is pruned *partly*: its smallest weights, as many as
@@ -43,10 +45,11 @@ def l1_filter(ctx):
     missing = sum(w.numel() for w in weights.values()) - ctx.keep_budget()
     if missing <= 0:
         return masks
-    consumers = {}  # producer parameter -> [(consumer parameter, input columns per channel)]
+    consumers = {}  # producer parameter -> [(consumer parameter, input columns per channel, consumer is depthwise)]
     by_module = prunable_modules(ctx.model)
     for module, link in (channel_links(ctx.model) or {}).items():
-        consumers.setdefault(by_module[link.producer], []).append((by_module[module], link.group))
+        for producer in (link.producer, *link.through):  # a depthwise conv on the way removes the channel too
+            consumers.setdefault(by_module[producer], []).append((by_module[module], link.group, link.depthwise))
     filters = []  # (L1 norm relative to its layer's mean, layer order, filter index)
     for order, name in enumerate(names[:-1]):
         norms = weights[name].reshape(weights[name].shape[0], -1).abs().sum(dim=1)
@@ -58,8 +61,11 @@ def l1_filter(ctx):
             break
         name = names[order]
         row = masks[name].view(masks[name].shape[0], -1)[index]
-        # (out, in, ...) viewed as (out, channels, columns per channel, rest): the consumer's inputs from this filter
-        columns = [masks[c].view(masks[c].shape[0], masks[c].shape[1] // g, g, -1)[:, index] for c, g in consumers.get(name, [])]
+        # (out, in, ...) viewed as (out, channels, columns per channel, rest): the consumer's inputs from this filter;
+        # a depthwise consumer's input from it is its filter ``index`` (which then is a removed channel of its own)
+        columns = [masks[c].view(masks[c].shape[0], -1)[index] if depthwise
+                   else masks[c].view(masks[c].shape[0], masks[c].shape[1] // g, g, -1)[:, index]
+                   for c, g, depthwise in consumers.get(name, [])]
         fresh = int(row.sum()) + sum(int(c.sum()) for c in columns)
         if fresh <= missing:
             row.fill_(False)

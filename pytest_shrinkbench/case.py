@@ -27,7 +27,8 @@ COMPRESSION_TOLERANCE = 0.005
 # every result's identity in the store: bump it whenever a change would alter a stored number, so
 # old rows are never reused as if measured by the new rules. 2: structured FLOPs accounting.
 # 3: gradual methods prune after scheduled optimizer steps, no longer at epoch ends.
-MEASURE_VERSION = 3
+# 4: depthwise convs pass removed channels through in the structured FLOPs (and l1-filter's masks).
+MEASURE_VERSION = 4
 
 
 @dataclass(frozen=True)

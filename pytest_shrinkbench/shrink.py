@@ -7,7 +7,10 @@ the theoretical speedup (Blalock et al.: the two are not interchangeable).
 A producer layer (conv with ``groups == 1``, or linear) loses its removed output channels when
 every use of its output reaches, through channel-preserving ops only, consumers that
 :func:`~pytest_shrinkbench.structured.channel_links` links to it. Batch norms on the way lose the
-same channels. A removed channel's output is a constant (its bias, through norm and activation);
+same channels, and so do depthwise convs on the way (their filters, bias and ``groups``): a
+depthwise filter reading a removed channel only turns one constant into another, which the
+consumer after it folds like any other. (A depthwise conv's own all-zero filters, credited by the
+structured FLOPs, are not cut: that would cut a live producer channel too.) A removed channel's output is a constant (its bias, through norm and activation);
 it is folded into each consumer's bias, which is exact for linear consumers and for convs that do
 not zero-pad, and differs only at the borders of a zero-padded conv (``Shrunk.exact`` says which).
 Anything else (a residual add, a concatenation, a functional batch norm, a layer called twice or
@@ -33,7 +36,7 @@ class Shrunk:
     """The physically smaller model and what was removed from it."""
 
     model: nn.Module
-    channels: int = 0  # output channels physically removed
+    channels: int = 0  # producers' output channels physically removed (depthwise convs and norms on the way lose the same)
     exact: bool = True  # the removed channels' constant outputs were folded exactly (see the module docstring)
     layers: dict[str, tuple[int, int]] = field(default_factory=dict)  # producer → (channels before, after)
 
@@ -44,6 +47,7 @@ class _Plan:
 
     out_keep: dict[str, Tensor] = field(default_factory=dict)  # producer → output channels kept
     in_keep: dict[str, Tensor] = field(default_factory=dict)  # consumer → input columns kept
+    depthwise: dict[str, Tensor] = field(default_factory=dict)  # depthwise conv on the way → channels kept
     norms: dict[str, Tensor] = field(default_factory=dict)  # batch norm → channels kept
     bias_shift: dict[str, Tensor] = field(default_factory=dict)  # consumer → its cut inputs' constant work
 
@@ -61,10 +65,12 @@ def _is_pass(node: torch.fx.Node, modules: dict[str, nn.Module]) -> bool:
 
 
 def _reach(start: torch.fx.Node, producer: str, links: dict[str, Link], modules: dict[str, nn.Module],
-           calls: dict[str, int]) -> tuple[list[str], list[str]] | None:
-    """(consumers, batch norms) reached from ``start``'s output through pass ops; None if any use is something else."""
+           calls: dict[str, int]) -> tuple[list[str], list[str], list[str]] | None:
+    """(consumers, batch norms, depthwise convs) reached from ``start``'s output through pass ops and depthwise convs
+    linked to ``producer``; None if any use is something else."""
     consumers: list[str] = []
     norms: list[str] = []
+    depthwise: list[str] = []
     frontier = [start]
     while frontier:
         node = frontier.pop()
@@ -75,7 +81,10 @@ def _reach(start: torch.fx.Node, producer: str, links: dict[str, Link], modules:
             stateful = link is not None or (user.op == "call_module" and isinstance(modules[user.target], SLICEABLE_NORMS))
             if stateful and calls[user.target] > 1:  # its weights serve other inputs too (a stateless ReLU may be reused)
                 return None
-            if link is not None and link.producer == producer:
+            if link is not None and link.producer == producer and link.depthwise:
+                depthwise.append(user.target)
+                frontier.append(user)
+            elif link is not None and link.producer == producer:
                 consumers.append(user.target)
             elif _is_pass(user, modules):
                 if user.op == "call_module" and isinstance(modules[user.target], SLICEABLE_NORMS):
@@ -83,7 +92,7 @@ def _reach(start: torch.fx.Node, producer: str, links: dict[str, Link], modules:
                 frontier.append(user)
             else:
                 return None
-    return (consumers, norms) if consumers else None
+    return (consumers, norms, depthwise) if consumers else None
 
 
 def _module_calls(graph: torch.fx.Graph, modules: dict[str, nn.Module]) -> dict[str, int]:
@@ -131,10 +140,12 @@ def _plan(model: nn.Module, inputs: Tensor) -> tuple[_Plan, bool]:
         reached = _reach(node, node.target, links, modules, calls)
         if reached is None:
             continue
-        consumers, norms = reached
+        consumers, norms, depthwise = reached
         plan.out_keep[node.target] = ~gone
         for norm in norms:
             plan.norms[norm] = ~gone
+        for conv in depthwise:
+            plan.depthwise[conv] = ~gone
         for consumer in consumers:
             plan.in_keep[consumer] = (~gone).repeat_interleave(links[consumer].group)
 
@@ -195,6 +206,11 @@ def shrink(model: nn.Module, inputs: Tensor) -> Shrunk:
         consumer = modules[name]
         _replace(consumer, "weight", consumer.weight[:, keep])
         setattr(consumer, "in_features" if isinstance(consumer, nn.Linear) else "in_channels", int(keep.sum()))
+    for name, keep in plan.depthwise.items():
+        conv = modules[name]
+        _replace(conv, "weight", conv.weight[keep])
+        _replace(conv, "bias", conv.bias[keep] if conv.bias is not None else None)
+        conv.in_channels = conv.out_channels = conv.groups = int(keep.sum())
     for name, keep in plan.norms.items():
         norm = modules[name]
         norm.num_features = int(keep.sum())

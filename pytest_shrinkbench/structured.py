@@ -8,10 +8,20 @@ padding the constant differs at the borders; theoretical FLOPs ignore that, as t
 
 ``channel_links`` traces the model with ``torch.fx`` and finds, for each conv and linear layer,
 the one conv or linear layer that produces its input through channel-preserving ops only (batch
-norm, activations, pooling, dropout, identity, ``flatten(1)``). A layer fed by anything else
-(a residual add, a concatenation, a reshape) gets no producer, and no structured saving: that is
-conservative, never optimistic. When tracing fails (data-dependent control flow, untraceable
-code), the caller falls back to plain density scaling and says so in the result.
+norm, activations, pooling, dropout, identity, ``flatten(1)``, depthwise convs). A layer fed by
+anything else (a residual add, a concatenation, a reshape) gets no producer, and no structured
+saving: that is conservative, never optimistic.
+
+A depthwise conv (``groups == in_channels == out_channels``, as in MobileNetV2's inverted residual)
+is both a consumer and a channel-preserving op: its filter c reads only input channel c, so a
+removed input channel removes its filter c's work and leaves its output channel c a constant (bias
++ constant × kernel sum, up to zero-padded borders, as above); and a depthwise filter that is all
+zero is a removed channel of its own. The layer after it is therefore linked past it to the
+producer before it, and loses the union of both's removed channels. When nothing links the
+depthwise conv upwards, it is the producer itself (its own all-zero filters still count).
+
+When tracing fails (data-dependent control flow, untraceable code), the caller falls back to
+plain density scaling and says so in the result.
 """
 
 from __future__ import annotations
@@ -41,10 +51,23 @@ PASS_METHODS = {"relu", "sigmoid", "tanh", "contiguous"}
 
 @dataclass(frozen=True)
 class Link:
-    """``producer``'s output channel c feeds input columns ``[c * group, (c + 1) * group)`` of the consumer."""
+    """``producer``'s output channel c feeds input columns ``[c * group, (c + 1) * group)`` of the consumer.
+
+    ``through`` names the depthwise convs on the way, in data-flow order: channel c is removed for
+    the consumer when the producer *or* any of them removed it. A ``depthwise`` consumer has one
+    input column per filter: channel c feeds its filter c (its weight's row, not a column).
+    """
 
     producer: str
     group: int
+    through: tuple[str, ...] = ()
+    depthwise: bool = False
+
+
+def is_depthwise(module: nn.Module) -> bool:
+    """A conv whose output channel c reads input channel c only (one filter per channel, no multiplier)."""
+    return (isinstance(module, nn.modules.conv._ConvNd) and not isinstance(module, nn.modules.conv._ConvTransposeNd)
+            and module.groups == module.in_channels == module.out_channels > 1)
 
 
 def flatten_start(node: "torch.fx.Node", module: nn.Module | None) -> int | None:
@@ -70,37 +93,52 @@ def channel_links(model: nn.Module) -> dict[str, Link] | None:
         if node.op != "call_module" or not isinstance(modules.get(node.target), PRUNABLE_MODULES) or not node.args:
             continue
         consumer = modules[node.target]
-        source, flattened = node.args[0], False
-        while isinstance(source, torch.fx.Node):
-            module = modules.get(source.target) if source.op == "call_module" else None
-            if isinstance(module, PRUNABLE_MODULES):
-                break
+        found = _producer(node.args[0], modules)
+        if found is None:
+            continue
+        producer, through, flattened = found
+        channels = modules[producer].weight.shape[0]
+        if isinstance(consumer, nn.Linear):
+            if isinstance(modules[producer], nn.Linear) and not flattened and consumer.in_features == channels:
+                links[node.target] = Link(producer, 1, through)
+            elif flattened and consumer.in_features % channels == 0:
+                links[node.target] = Link(producer, consumer.in_features // channels, through)
+        elif not flattened and consumer.in_channels == channels and (consumer.groups == 1 or is_depthwise(consumer)):
+            links[node.target] = Link(producer, 1, through, depthwise=is_depthwise(consumer))
+    return links
+
+
+def _producer(source: object, modules: dict[str, nn.Module]) -> tuple[str, tuple[str, ...], bool] | None:
+    """(producer, depthwise convs passed in data-flow order, whether a ``flatten(1)`` was passed) for a layer's input.
+
+    Walks up from ``source`` through channel-preserving ops and depthwise convs to the first other
+    conv or linear layer. When the walk breaks above a depthwise conv, the topmost depthwise conv
+    reached is the producer (with those below it passed); None when no layer is reached at all.
+    """
+    through: list[str] = []
+    fallback: tuple[str, tuple[str, ...], bool] | None = None
+    flattened = False
+    while isinstance(source, torch.fx.Node):
+        module = modules.get(source.target) if source.op == "call_module" else None
+        if isinstance(module, PRUNABLE_MODULES):
+            if not is_depthwise(module):
+                return source.target, tuple(reversed(through)), flattened
+            fallback = (source.target, tuple(reversed(through)), flattened)
+            through.append(source.target)
+        else:
             start = flatten_start(source, module)
             if start is not None:
-                if start != 1:
-                    source = None
-                    break
+                if start != 1 or through:  # a flatten above a depthwise conv: not a layout this walk understands
+                    return fallback
                 flattened = True
             elif not (
                 isinstance(module, PASS_MODULES)
                 or (source.op == "call_function" and source.target in PASS_FUNCTIONS)
                 or (source.op == "call_method" and source.target in PASS_METHODS)
             ):
-                source = None
-                break
-            source = source.args[0] if source.args else None
-        if not isinstance(source, torch.fx.Node):
-            continue
-        producer = modules[source.target]
-        channels = producer.weight.shape[0]
-        if isinstance(consumer, nn.Linear):
-            if isinstance(producer, nn.Linear) and not flattened and consumer.in_features == channels:
-                links[node.target] = Link(source.target, 1)
-            elif flattened and consumer.in_features % channels == 0:
-                links[node.target] = Link(source.target, consumer.in_features // channels)
-        elif consumer.groups == 1 and consumer.in_channels == channels and not flattened:
-            links[node.target] = Link(source.target, 1)
-    return links
+                return fallback
+        source = source.args[0] if source.args else None
+    return fallback
 
 
 def removed_channels(weight: Tensor) -> Tensor:
@@ -108,11 +146,20 @@ def removed_channels(weight: Tensor) -> Tensor:
     return weight.detach().reshape(weight.shape[0], -1).count_nonzero(dim=1) == 0
 
 
+def link_removed(link: Link, weights: Mapping[str, Tensor]) -> Tensor:
+    """Bool per producer channel: removed for the consumer by the producer or by a depthwise conv on the way."""
+    gone = removed_channels(weights[link.producer])
+    for depthwise in link.through:
+        gone = gone | removed_channels(weights[depthwise])
+    return gone
+
+
 def structured_flops(dense: Mapping[str, int], weights: Mapping[str, Tensor], links: Mapping[str, Link]) -> int:
     """FLOPs left when pruned weights do no work *and* removed output channels remove their consumers' input work.
 
     Each module's FLOPs × the density of its weight after also dropping the input columns its
-    producer's removed channels feed. ``dense`` and ``weights`` are keyed by module name.
+    producer's removed channels feed (for a depthwise conv: its filters reading them). ``dense`` and
+    ``weights`` are keyed by module name.
     """
     total = 0.0
     for name, flops in dense.items():
@@ -120,8 +167,10 @@ def structured_flops(dense: Mapping[str, int], weights: Mapping[str, Tensor], li
         link = links.get(name)
         if link is None:
             nonzero = int(torch.count_nonzero(weight))
+        elif link.depthwise:
+            nonzero = int(torch.count_nonzero(weight[~link_removed(link, weights)]))
         else:
-            gone = removed_channels(weights[link.producer]).repeat_interleave(link.group)
+            gone = link_removed(link, weights).repeat_interleave(link.group)
             nonzero = int(torch.count_nonzero(weight[:, ~gone]))
         total += flops * nonzero / weight.numel()
     return round(total)

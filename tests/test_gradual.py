@@ -14,7 +14,7 @@ from torch.utils.data import TensorDataset
 
 import pytest_shrinkbench.baselines  # noqa: F401  (registers the baselines)
 from pytest_shrinkbench import CaseSpec, load_subject, method, run_case
-from pytest_shrinkbench.case import gradual_schedule
+from pytest_shrinkbench.case import MEASURE_VERSION, gradual_schedule
 from pytest_shrinkbench.errors import CaseFailure
 from pytest_shrinkbench.methods import METHODS
 from pytest_shrinkbench.recipe import Recipe
@@ -152,7 +152,7 @@ def test_gradual_methods_end_to_end(project: pytest.Pytester) -> None:
     gmp = rows["gradual-magnitude"]
     assert gmp["status"] == "passed" and gmp["compression"] == pytest.approx(8, rel=0.005)
     assert gmp["params_nonzero"] == round(50610 / 8) and gmp["top1"] > 0.9
-    assert gmp["measure_version"] == 3
+    assert gmp["measure_version"] == MEASURE_VERSION
     # 3 calls over 360 optimizer steps: before fine-tuning, after steps 90 and 180
     assert rows["regrows"]["status"] == "failed"
     assert "revived" in rows["regrows"]["message"] and "regrowth=True" in rows["regrows"]["message"]

@@ -101,6 +101,63 @@ def test_zero_padded_consumer_is_shrunk_but_not_exact() -> None:
     assert difference.max() > 1e-3, "the borders are not: that is why exact is False"
 
 
+def inverted_residual(padding: int) -> nn.Sequential:
+    """MobileNetV2's block: expand 1×1 → bn → relu6 → depthwise 3×3 → bn → relu6 → project 1×1 → bn."""
+    return nn.Sequential(nn.Conv2d(3, 8, 1, bias=False), nn.BatchNorm2d(8), nn.ReLU6(),
+                         nn.Conv2d(8, 8, 3, padding=padding, groups=8, bias=False), nn.BatchNorm2d(8), nn.ReLU6(),
+                         nn.Conv2d(8, 4, 1, bias=False), nn.BatchNorm2d(4))
+
+
+def test_depthwise_conv_and_its_norm_are_cut_with_the_expand_channels() -> None:
+    torch.manual_seed(0)
+    model = inverted_residual(padding=0)
+    randomize_norms(model)
+    remove_channels(model, "0", [1, 4, 6])
+    x = torch.randn(3, 3, 7, 7)
+    shrunk = shrink(model, x)
+    assert shrunk.exact, "no padding: the depthwise conv turns each constant into a constant everywhere"
+    assert shrunk.layers == {"0": (8, 5)}
+    small = dict(shrunk.model.named_modules())
+    assert small["3"].weight.shape == (5, 1, 3, 3) and small["3"].groups == small["3"].in_channels == small["3"].out_channels == 5
+    assert small["1"].num_features == small["4"].num_features == 5
+    assert small["6"].weight.shape == (4, 5, 1, 1) and small["6"].bias is not None, "the constants folded into a new bias"
+    torch.testing.assert_close(logits(shrunk.model, x), logits(model, x), rtol=1e-5, atol=1e-5)
+    names = list(prunable_modules(model))
+    dense = module_flops(model, (3, 7, 7), names)
+    theory = structured_flops(dense, {n: dict(model.named_modules())[n].weight for n in names}, channel_links(model))
+    assert sum(module_flops(shrunk.model, (3, 7, 7), names).values()) == theory < sum(dense.values())
+
+
+def test_zero_padded_depthwise_conv_is_cut_but_not_exact() -> None:
+    torch.manual_seed(0)
+    model = inverted_residual(padding=1)
+    randomize_norms(model)
+    remove_channels(model, "0", [0, 5])
+    x = torch.randn(3, 3, 7, 7)
+    shrunk = shrink(model, x)
+    assert shrunk.layers == {"0": (8, 6)} and dict(shrunk.model.named_modules())["3"].groups == 6
+    assert not shrunk.exact
+    difference = (logits(shrunk.model, x) - logits(model, x)).abs()
+    assert difference[..., 1:-1, 1:-1].max() < 1e-5, "the interior is exact"
+    assert difference.max() > 1e-3, "the depthwise conv's borders are not: that is why exact is False"
+
+
+def test_torchvision_mobilenet_v2_shrinks_through_its_depthwise_convs() -> None:
+    torch.manual_seed(0)
+    model = torchvision.models.mobilenet_v2(num_classes=3).eval()
+    randomize_norms(model)
+    remove_channels(model, "features.2.conv.0.0", list(range(0, 96, 3)))
+    remove_channels(model, "features.2.conv.1.0", [1, 2])  # the depthwise conv's own channels: credited, not cut
+    x = torch.randn(2, 3, 32, 32)
+    shrunk = shrink(model, x)
+    assert shrunk.layers == {"features.2.conv.0.0": (96, 64)}
+    small = dict(shrunk.model.named_modules())
+    assert small["features.2.conv.1.0"].groups == small["features.2.conv.1.1"].num_features == 64
+    assert small["features.2.conv.2"].in_channels == 64
+    assert not shrunk.exact, "the depthwise conv pads with zeros"
+    assert logits(shrunk.model, x).shape == (2, 3)
+
+
 class Residual(nn.Module):
     def __init__(self) -> None:
         super().__init__()

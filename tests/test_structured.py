@@ -102,19 +102,62 @@ def test_embedded_suites_are_traced() -> None:
     assert channel_links(models.DigitsMLP()) == {"fc2": Link("fc1", 1), "fc3": Link("fc2", 1)}
 
 
-def test_depthwise_and_reshape_consumers_get_no_link() -> None:
+def test_reshape_and_grouped_consumers_get_no_link() -> None:
+    """A ``view`` breaks the link; so does a grouped conv that is not depthwise (groups of channels, or a multiplier)."""
+
     class Net(nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.conv = nn.Conv2d(1, 4, 3)
-            self.dw = nn.Conv2d(4, 4, 3, groups=4)
-            self.fc = nn.Linear(4, 2)
+            self.grouped = nn.Conv2d(4, 4, 3, groups=2)
+            self.multiplier = nn.Conv2d(4, 8, 1, groups=4)
+            self.fc = nn.Linear(8, 2)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            x = self.dw(self.conv(x))
+            x = self.multiplier(self.grouped(self.conv(x)))
             return self.fc(x.view(x.shape[0], -1))
 
     assert channel_links(Net()) == {}
+
+
+class Inverted(nn.Module):
+    """MobileNetV2's inverted residual in small: expand 1×1 (2→4) → bn → relu6 → depthwise 3×3 → bn → relu6 → project 1×1 (4→3)."""
+
+    def __init__(self, padding: int = 1) -> None:
+        super().__init__()
+        self.expand, self.bn1 = nn.Conv2d(2, 4, 1), nn.BatchNorm2d(4)
+        self.dw, self.bn2 = nn.Conv2d(4, 4, 3, padding=padding, groups=4), nn.BatchNorm2d(4)
+        self.project = nn.Conv2d(4, 3, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = nn.functional.relu6(self.bn1(self.expand(x)))
+        return self.project(nn.functional.relu6(self.bn2(self.dw(x))))
+
+
+def test_depthwise_conv_passes_removed_channels_through() -> None:
+    model = Inverted()
+    dense = module_flops(model, (2, 5, 5), list(prunable_modules(model)))
+    # MACs: expand 4·2·25 = 200, dw 4·9·25 = 900 (one 3×3 filter per channel), project 3·4·25 = 300.
+    assert dense == {"expand": 400, "dw": 1800, "project": 600}
+    links = channel_links(model)
+    assert links == {"dw": Link("expand", 1, depthwise=True), "project": Link("expand", 1, through=("dw",))}
+    with torch.no_grad():
+        model.expand.weight[1] = 0  # expand's channel 1 is a constant: the dw's filter 1 and project's column 1 do no work
+        model.dw.weight[3] = 0  # the dw's own removed channel 3: project's column 3 does no work either
+    weights = weights_of(model)
+    # expand 3/4 of 200 = 150; dw: filters 0 and 2 live, 2/4 of 900 = 450; project: columns 0 and 2, 2/4 of 300 = 150.
+    assert structured_flops(dense, weights, links) == 2 * (150 + 450 + 150)
+    # Before depthwise convs passed channels through, the dw was opaque (675) and project saw only the dw's own channel 3 (225).
+    assert structured_flops(dense, weights, {"project": Link("dw", 1)}) == 2 * (150 + 675 + 225)
+    assert count_removed_channels(weights) == 2
+
+
+def test_depthwise_conv_with_nothing_above_is_the_producer() -> None:
+    """Fed by the model's input, the depthwise conv's own all-zero filters still remove the next layer's columns."""
+    model = nn.Sequential(nn.Conv2d(4, 4, 3, groups=4), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 2, 1))
+    assert channel_links(model) == {"3": Link("0", 1)}
+    chain = nn.Sequential(nn.Conv2d(4, 4, 3, groups=4), nn.ReLU(), nn.Conv2d(4, 4, 3, groups=4), nn.Flatten(), nn.Linear(4, 2))
+    assert channel_links(chain) == {"2": Link("0", 1, depthwise=True), "4": Link("0", 1, through=("2",))}
 
 
 @pytest.mark.parametrize("suite", ["digits-cnn"])
