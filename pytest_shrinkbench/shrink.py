@@ -10,9 +10,10 @@ every use of its output reaches, through channel-preserving ops only, consumers 
 same channels, and so do depthwise convs on the way (their filters, bias and ``groups``): a
 depthwise filter reading a removed channel only turns one constant into another, which the
 consumer after it folds like any other. (A depthwise conv's own all-zero filters, credited by the
-structured FLOPs, are not cut: that would cut a live producer channel too.) A removed channel's output is a constant (its bias, through norm and activation);
-it is folded into each consumer's bias, which is exact for linear consumers and for convs that do
-not zero-pad, and differs only at the borders of a zero-padded conv (``Shrunk.exact`` says which).
+structured FLOPs, are not cut: that would cut a live producer channel too.) A removed channel's
+output is a constant (its bias, through norm and activation); it is folded into each consumer's
+bias, which is exact for linear consumers and for convs that do not zero-pad, and differs only at
+the borders of a zero-padded conv or depthwise conv on the way (``Shrunk.exact`` says which).
 Anything else (a residual add, a concatenation, a functional batch norm, a layer called twice or
 sharing its weight) keeps its channels: the shrunk model is never smaller than the graph allows.
 """
