@@ -6,7 +6,7 @@ import math
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from tabulate import tabulate
 
@@ -37,7 +37,7 @@ class Entry:
     def status(self) -> str:
         """``*1`` (best), a rank, ``FAILED k/n`` or ``skipped``, as the tables show it."""
         if self.rank is not None:
-            return "*1" if self.rank == 1 else str(self.rank)
+            return rank_label(self.rank)
         if self.failed:
             return f"FAILED {self.failed}/{self.failed + self.n + self.skipped}"
         return "skipped"
@@ -46,6 +46,22 @@ class Entry:
     def rankable(self) -> bool:
         """Only a method whose every case passed is ranked: an invalid case is never hidden by an average."""
         return self.failed == 0 and self.n > 0
+
+
+def rank_label(rank: int) -> str:
+    """How tables show a rank: the best is starred."""
+    return "*1" if rank == 1 else str(rank)
+
+
+def _rank(group: list, scores: Callable[[Any], list[float]]) -> None:
+    """Rank the rankable items of ``group`` by mean score, best first (ties broken by name for order only).
+
+    Equal means share a rank (1, 1, 3, ...): at x1 every method is the unpruned model.
+    """
+    ranked = sorted((item for item in group if item.rankable), key=lambda item: (-statistics.fmean(scores(item)), item.method))
+    for position, item in enumerate(ranked, start=1):
+        tied = position > 1 and statistics.fmean(scores(item)) == statistics.fmean(scores(ranked[position - 2]))
+        item.rank = ranked[position - 2].rank if tied else position
 
 
 def suite_label(suite: str, weights: str | None) -> str:
@@ -77,11 +93,7 @@ def aggregate(rows: Iterable[dict[str, Any]]) -> list[Entry]:
     for entry in entries.values():
         by_setting[(entry.suite, entry.ratio)].append(entry)
     for group in by_setting.values():
-        ranked = sorted((e for e in group if e.rankable), key=lambda e: (-statistics.fmean(e.top1), e.method))
-        for position, entry in enumerate(ranked, start=1):
-            # Equal means share a rank (1, 1, 3, ...): at x1 every method is the unpruned model.
-            tied = position > 1 and statistics.fmean(entry.top1) == statistics.fmean(ranked[position - 2].top1)
-            entry.rank = ranked[position - 2].rank if tied else position
+        _rank(group, lambda e: e.top1)
     return sorted(entries.values(), key=lambda e: (e.suite, e.ratio, e.rank or 10**9, e.method))
 
 
@@ -161,7 +173,7 @@ class Summary:
     @property
     def status(self) -> str:
         if self.rank is not None:
-            return "*1" if self.rank == 1 else str(self.rank)
+            return rank_label(self.rank)
         if self.failed:
             return f"FAILED ({self.failed} case{'s' if self.failed > 1 else ''})"
         if self.missing:
@@ -201,10 +213,7 @@ def summarize(entries: list[Entry]) -> list[Summary]:
     for summary in summaries:
         by_suite[summary.suite].append(summary)
     for group in by_suite.values():
-        ranked = sorted((s for s in group if s.rankable), key=lambda s: (-statistics.fmean(s.auc), s.method))
-        for position, summary in enumerate(ranked, start=1):
-            tied = position > 1 and statistics.fmean(summary.auc) == statistics.fmean(ranked[position - 2].auc)
-            summary.rank = ranked[position - 2].rank if tied else position
+        _rank(group, lambda s: s.auc)
     return sorted(summaries, key=lambda s: (s.suite, s.rank or 10**9, s.method))
 
 
