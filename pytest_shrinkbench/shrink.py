@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from .masks import PRUNABLE_MODULES
-from .structured import PASS_FUNCTIONS, PASS_METHODS, PASS_MODULES, Link, flatten_start, channel_links, removed_channels
+from .structured import PASS_FUNCTIONS, PASS_METHODS, PASS_MODULES, Link, channel_links, flatten_start, removed_channels, trace
 
 SLICEABLE_NORMS = (nn.modules.batchnorm._BatchNorm,)
 
@@ -123,11 +123,10 @@ def _pads_with_zeros(conv: nn.Module) -> bool:
 def _plan(model: nn.Module, inputs: Tensor) -> tuple[_Plan, bool]:
     """Decide what to cut, and the constants the cut channels feed each consumer (read on ``inputs``)."""
     plan, exact = _Plan(), True
-    try:
-        graph = torch.fx.symbolic_trace(model).graph
-    except Exception:
+    graph = trace(model)
+    if graph is None:
         return plan, exact
-    links = channel_links(model) or {}
+    links = channel_links(model, graph) or {}
     modules = dict(model.named_modules())
     calls = _module_calls(graph, modules)
     for node in graph.nodes:

@@ -81,11 +81,21 @@ def flatten_start(node: "torch.fx.Node", module: nn.Module | None) -> int | None
     return None
 
 
-def channel_links(model: nn.Module) -> dict[str, Link] | None:
-    """Consumer module name → :class:`Link` to its producer; None when ``torch.fx`` cannot trace the model."""
+def trace(model: nn.Module) -> torch.fx.Graph | None:
+    """The model's ``torch.fx`` graph; None when it cannot be traced (data-dependent control flow, untraceable code)."""
     try:
-        graph = torch.fx.symbolic_trace(model).graph
+        return torch.fx.symbolic_trace(model).graph
     except Exception:
+        return None
+
+
+def channel_links(model: nn.Module, graph: torch.fx.Graph | None = None) -> dict[str, Link] | None:
+    """Consumer module name → :class:`Link` to its producer; None when ``torch.fx`` cannot trace the model.
+
+    ``graph``: the model's graph when the caller has already traced it.
+    """
+    graph = graph or trace(model)
+    if graph is None:
         return None
     modules = dict(model.named_modules())
     links: dict[str, Link] = {}
