@@ -59,7 +59,8 @@ def test_cases_without_the_dense_reference_record_no_measured_speedup(project: p
 @pytest.mark.parametrize("extra, message", [
     (["-n", "2"], "*--shrink-latency times models with pytest-benchmark, which is off under xdist*run it without -n*"),
     (["--benchmark-disable"], "*--shrink-latency needs pytest-benchmark's timings; drop --benchmark-disable*"),
-], ids=["xdist", "benchmark disabled"])
+    (["--shrink-latency-batch=0"], "*--shrink-latency-batch must be one int >= 1, got '0'*"),
+], ids=["xdist", "benchmark disabled", "empty batch"])
 def test_latency_refuses_settings_that_cannot_time(project: pytest.Pytester, extra: list[str], message: str) -> None:
     result = project.runpytest_subprocess(*ARGS, *extra)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
