@@ -6,7 +6,7 @@ run. This script measures, in one run on this machine:
 
 1. masked ÷ dense fine-tuning time on the ``digits-cnn`` suite (target <= 1.10). Dense is
    ``fit`` on a fresh base model; masked is the same after global-magnitude masks at
-   compression 8, applied and enforced by ``pytest_shrinkbench.case.finetune`` as every case is. Dense
+   compression 8, applied and enforced by ``pytest_shrinkbench.run.case.finetune`` as every case is. Dense
    and masked runs are interleaved after one warm-up of each, and the ratio is of the medians,
    so machine noise hits both alike. Torch runs on one thread for stable timing. Not all of
    the difference is the enforcer's: under Adam the masked entries' second moments stay exactly
@@ -41,10 +41,11 @@ from pathlib import Path
 import torch
 
 from pytest_shrinkbench import prune
-from pytest_shrinkbench.case import finetune
-from pytest_shrinkbench.masks import MaskEnforcer, apply_masks, prunable_parameters
-from pytest_shrinkbench.subject import Subject, load_subject
+from pytest_shrinkbench.prunable import prunable_parameters
+from pytest_shrinkbench.run.case import finetune
+from pytest_shrinkbench.run.masks import MaskEnforcer, apply_masks
 from pytest_shrinkbench.suites import DEFAULT_SUITES
+from pytest_shrinkbench.suites.subject import Subject, load_subject
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

@@ -3,7 +3,7 @@
 Global magnitude pruning applied 4 times within the suite's fine-tuning budget: before fine-tuning
 and after 3 optimizer steps evenly spread over its first half (Zhu & Gupta prune every Δt steps),
 with the whole-model compression raised along the cubic schedule up to the requested ratio (the
-harness computes the schedule: see ``pytest_shrinkbench.case.gradual_schedule``). Pruned weights are exactly zero, so ranking the
+harness computes the schedule: see ``pytest_shrinkbench.run.gradual.gradual_schedule``). Pruned weights are exactly zero, so ranking the
 current |w| keeps every pruned weight pruned: no regrowth.
 """
 

@@ -33,8 +33,8 @@ How it reaches the requested whole-model compression exactly (the harness allows
 import torch
 
 from pytest_shrinkbench import method
-from pytest_shrinkbench.masks import prunable_modules
-from pytest_shrinkbench.structured import channel_links
+from pytest_shrinkbench.measure.structured import channel_links
+from pytest_shrinkbench.prunable import prunable_modules
 
 
 @method("l1-filter", baseline=True)

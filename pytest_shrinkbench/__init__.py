@@ -12,16 +12,17 @@ and run ``pytest --shrink-method=mine``. Outside pytest, :func:`prune` gives val
 for any model, and :func:`load_subject` + :func:`run_case` run one case of a suite.
 """
 
-from .api import prune
-from .case import CaseSpec, run_case
-from .context import PruneContext
-from .custom_suites import suite
 from .errors import CaseFailure, InvariantViolation, MaskError
-from .methods import method
-from .recipe import Recipe, ScheduledRecipe
-from .shrink import Shrunk, shrink
-from .subject import Subject, load_subject
-from .suites import SUITES, Suite
+from .identity import CaseSpec
+from .measure.shrink import Shrunk, shrink
+from .run.case import run_case
+from .sandbox.context import PruneContext
+from .sandbox.inprocess import prune
+from .sandbox.methods import method
+from .suites.recipe import Recipe, ScheduledRecipe
+from .suites.registry import SUITES, Suite
+from .suites.subject import Subject, load_subject
+from .suites.user import suite
 
 __all__ = [
     "CaseFailure",

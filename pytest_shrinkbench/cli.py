@@ -1,6 +1,6 @@
 """``pytest-shrinkbench`` / ``python -m pytest_shrinkbench``: commands outside a pytest session.
 
-``report RESULTS...`` merges results stores and JSON Lines files (e.g. the shards of a split
+``options`` prints every setting as the Markdown table of docs/options.md. ``report RESULTS...`` merges results stores and JSON Lines files (e.g. the shards of a split
 run), writes the leaderboard as Markdown, CSV, JSON and HTML with plots, and optionally gates
 on a baseline (exit 1 on a regression) or saves one.
 """
@@ -11,16 +11,17 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import gate, report
+from .plugin.settings import markdown_table
+from .results import formats, gate, report
 
 EXIT_OK, EXIT_REGRESSION, EXIT_USAGE = 0, 1, 2
 
 
 def _formats(text: str) -> list[str]:
     words = [w.strip() for w in text.split(",") if w.strip()]
-    unknown = [w for w in words if w not in report.FORMATS]
+    unknown = [w for w in words if w not in formats.FORMATS]
     if not words or unknown:
-        raise argparse.ArgumentTypeError(f"formats are a comma list of {', '.join(report.FORMATS)}; got {text!r}")
+        raise argparse.ArgumentTypeError(f"formats are a comma list of {', '.join(formats.FORMATS)}; got {text!r}")
     return words
 
 
@@ -35,7 +36,7 @@ def parser() -> argparse.ArgumentParser:
     )
     cmd.add_argument("results", nargs="+", type=Path, help="results stores, *.jsonl files, or folders holding them")
     cmd.add_argument("-o", "--output", type=Path, default=Path("shrinkbench-report"), help="output folder (default: ./shrinkbench-report)")
-    cmd.add_argument("--format", dest="formats", type=_formats, default=list(report.FORMATS), help="comma list of md,csv,json,html (default: all)")
+    cmd.add_argument("--format", dest="formats", type=_formats, default=list(formats.FORMATS), help="comma list of md,csv,json,html (default: all)")
     cmd.add_argument("--no-plots", action="store_true", help="skip the PNG plots (and their HTML images)")
     cmd.add_argument("--title", default=None, help="title of the Markdown and HTML pages")
     cmd.add_argument("--baseline", type=Path, help="compare to this baseline file; exit 1 on a regression")
@@ -43,6 +44,8 @@ def parser() -> argparse.ArgumentParser:
     cmd.add_argument("--tolerance", type=float, default=gate.DEFAULT_TOLERANCE_POINTS, help="allowed drop of mean top-1, percentage points (default 1)")
     cmd.add_argument("--tolerance-stds", type=float, default=gate.DEFAULT_TOLERANCE_STDS, help="allowed drop in stds over seeds (default 2); the larger allowance wins")
     cmd.add_argument("-q", "--quiet", action="store_true", help="do not print the Markdown leaderboard")
+    commands.add_parser("options", help="print every setting (flag, ini name, environment variable, default) as a Markdown table",
+                        description="The table of docs/options.md, generated from the settings' one declaration.")
     return main
 
 
@@ -56,9 +59,9 @@ def run_report(args: argparse.Namespace) -> int:
         print("pytest-shrinkbench report: no result rows in " + ", ".join(map(str, args.results)), file=sys.stderr)
         return EXIT_USAGE
     board = report.build(rows, sources=sources, title=args.title)
-    written = report.write(board, args.output, args.formats, plots=not args.no_plots)
+    written = formats.write(board, args.output, args.formats, plots=not args.no_plots)
     if not args.quiet:
-        print(report.to_markdown(board))
+        print(formats.to_markdown(board))
         print()
     print(f"read {len(rows)} rows from {len(sources)} source(s); {len(board.rows)} cases after merging")
     for name, path in written.items():
@@ -84,6 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.command == "report":
         return run_report(args)
+    if args.command == "options":
+        print(markdown_table())
+        return EXIT_OK
     return EXIT_USAGE  # pragma: no cover (argparse requires a command)
 
 

@@ -78,6 +78,19 @@ def load_entry_points(group: str) -> list[str]:
     return modules
 
 
+def load_file(path: Path, module_name: str) -> None:
+    """Import one ``*.py`` file by path as ``module_name`` (importing registers what it defines)."""
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[module_name]
+        raise
+
+
 def load_files(folders: Iterable[Path], namespace: str) -> dict[Path, str]:
     """Import each ``*.py`` (not ``_*.py``) in ``folders`` by path, in sorted order.
 
@@ -90,14 +103,8 @@ def load_files(folders: Iterable[Path], namespace: str) -> dict[Path, str]:
         for path in sorted(Path(folder).glob("*.py")):
             if path.name.startswith("_"):
                 continue
-            module_name = f"{namespace}.{folder.resolve().name}.{path.stem}"
-            spec = importlib.util.spec_from_file_location(module_name, path)
-            assert spec is not None and spec.loader is not None
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[module_name] = module
             try:
-                spec.loader.exec_module(module)
+                load_file(path, f"{namespace}.{Path(folder).resolve().name}.{path.stem}")
             except Exception as exc:
-                del sys.modules[module_name]
                 errors[path] = f"{type(exc).__name__}: {exc}"
     return errors

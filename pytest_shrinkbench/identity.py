@@ -1,0 +1,113 @@
+"""Identity, in one place: what a case is, what its numbers depend on, and the key that names its result.
+
+A stored result is reused only when everything here is equal, so every module that stores, reuses,
+merges or compares results (the store, the recorder, the report, the gate) derives identity from
+this module and nowhere else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+# The version of what a case measures and how (invariants, FLOPs accounting, row keys). It is part of
+# every result's identity in the store: bump it whenever a change would alter a stored number, so
+# old rows are never reused as if measured by the new rules. 2: structured FLOPs accounting.
+# 3: gradual methods prune after scheduled optimizer steps, no longer at epoch ends.
+# 4: depthwise convs pass removed channels through in the structured FLOPs (and l1-filter's masks).
+MEASURE_VERSION = 4
+
+# What makes two results interchangeable: the same method code on the same base weights, recipe,
+# ratio and seed, computed by the same software with the same thread count on the same kind of device.
+KEY_FIELDS = (
+    "method", "method_hash", "suite", "base_sha256", "recipe_hash", "ratio", "seed",
+    "measure_version", "torch", "python", "threads", "device",
+)
+# A row's setup: everything in the key except the case's coordinates (suite, method, ratio, seed).
+SETUP_FIELDS = ("method_hash", "base_sha256", "recipe_hash", "measure_version", "torch", "python", "threads", "device")
+
+
+@dataclass(frozen=True)
+class CaseSpec:
+    """The identity of a case; everything else about it is pinned by the suite."""
+
+    method: str
+    suite: str
+    ratio: float
+    seed: int
+    weights: str | None = None  # tag of the base checkpoint when a suite has several (--shrink-weights)
+
+    @property
+    def id(self) -> str:
+        """Test id, e.g. ``global-magnitude-digits-cnn-x8-seed1`` (``...-seed1-w3f2a9c1d`` with a checkpoint tag)."""
+        tag = f"-{self.weights}" if self.weights else ""
+        return f"{self.method}-{self.suite}-x{self.ratio:g}-seed{self.seed}{tag}"
+
+    @property
+    def label(self) -> str:
+        """How failure messages name the case."""
+        tag = f" weights={self.weights}" if self.weights else ""
+        return f"method={self.method} suite={self.suite} ratio=x{self.ratio:g} seed={self.seed}{tag}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    """Library versions and hardware recorded with every result (numbers from different stacks differ)."""
+    return {
+        "measure_version": MEASURE_VERSION,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+    }
+
+
+def normal(field: str, value: Any) -> Any:
+    """A key field's value in one canonical form (JSON round trips turn 8.0 into 8, tuples into lists)."""
+    if value is None:
+        return None
+    if field == "ratio":
+        return float(value)
+    if field in ("seed", "threads"):
+        return int(value)
+    if field == "device":
+        return str(value).split(":")[0]  # cuda:0 and cuda:1 give the same numbers; cpu and cuda do not
+    return str(value)
+
+
+def key_fields(row: dict[str, Any]) -> dict[str, Any]:
+    return {f: normal(f, row.get(f)) for f in KEY_FIELDS}
+
+
+def case_key(row: dict[str, Any]) -> str:
+    """The case key of a row (or of a case's identity before it runs): a hash of :data:`KEY_FIELDS`."""
+    blob = json.dumps([key_fields(row)[f] for f in KEY_FIELDS])
+    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+def setup_of(row: dict[str, Any]) -> tuple:
+    """A row's setup (:data:`SETUP_FIELDS`, normalized): rows of one setup come from the same code and base model."""
+    return tuple(key_fields(row)[f] for f in SETUP_FIELDS)
+
+
+def coordinates(row: dict[str, Any]) -> tuple:
+    """Where a row sits in the grid: suite, method, ratio, seed."""
+    return (row.get("suite"), row.get("method"), normal("ratio", row.get("ratio")), normal("seed", row.get("seed")))
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes (for files given by a user, whose bytes are what they name)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

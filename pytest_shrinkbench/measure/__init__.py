@@ -1,0 +1,1 @@
+"""What a case measures besides accuracy: FLOPs (dense, by density, structured), physically shrunk models, latency."""

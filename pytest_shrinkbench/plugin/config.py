@@ -1,0 +1,160 @@
+"""A session's validated configuration, read once from the settings (:mod:`.settings`).
+
+Every bad value is a usage error before any case runs: a typo must not cost an hour of runs.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import pytest
+
+from ..identity import CaseSpec
+from ..results.gate import load_baseline
+from ..suites.checkpoints import Checkpoint, parse_weights
+from ..suites.registry import SUITES
+from . import devices
+from .settings import flag, raw, under, value
+
+DEFAULT_STORE = "store.sqlite"
+
+
+@dataclass(frozen=True)
+class ShrinkConfig:
+    """What the session benchmarks and where results go."""
+
+    methods: list[str]
+    suites: list[str]
+    ratios: list[float]
+    seeds: list[int]
+    results_dir: Path
+    cache_dir: Path | None
+    threads: int
+    timeout: float
+    max_memory_gib: float | None
+    store_path: Path | None = None  # None: no store
+    reuse: bool = True
+    report_dir: Path | None = None
+    baseline: Path | None = None
+    save_baseline: Path | None = None
+    tolerance_points: float = 1.0
+    tolerance_stds: float = 2.0
+    data_root: Path | None = None  # where the vision suites' data is (torchvision's layouts)
+    weights: dict[str, tuple[Checkpoint, ...]] = field(default_factory=dict)  # --shrink-weights per suite
+    device: str = "cpu"  # resolved: "cpu" or "cuda"
+    latency_batch: int | None = None  # --shrink-latency: inputs per timed forward pass; None: no timing
+
+    def cases(self) -> list[CaseSpec]:
+        """Every case, in the same order on every xdist worker; several checkpoints of a suite are an axis."""
+        return [
+            CaseSpec(m, s, r, seed, weights=tag)
+            for s in self.suites
+            for tag in [c.tag for c in self.weights.get(s, ()) if c.tag] or [None]
+            for m in self.methods
+            for r in self.ratios
+            for seed in self.seeds
+        ]
+
+    def checkpoint(self, suite: str, tag: str | None) -> Checkpoint | None:
+        """The checkpoint a case of ``suite`` with weights ``tag`` starts from (None: the suite's own base weights)."""
+        given = self.weights.get(suite, ())
+        return next((c for c in given if c.tag == tag), None)
+
+
+CONFIG_KEY = pytest.StashKey[ShrinkConfig]()
+
+
+def select(spec: str, known: Mapping[str, Any]) -> list[str]:
+    """Names chosen by ``--shrink-method``: a comma list, ``all`` or ``baselines`` (mixable), sorted.
+
+    ``known`` maps each method name to its description (anything with a ``baseline`` attribute).
+    """
+    chosen: set[str] = set()
+    for word in (w.strip() for w in spec.split(",")):
+        if word == "all":
+            chosen.update(known)
+        elif word == "baselines":
+            chosen.update(n for n, m in known.items() if m.baseline)
+        elif word:
+            if word not in known:
+                close = difflib.get_close_matches(word, list(known), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise ValueError(f"unknown method {word!r}{hint} (known: {', '.join(sorted(known)) or 'none'})")
+            chosen.add(word)
+    if not chosen:
+        raise ValueError(f"no method selected by {spec!r} (known: {', '.join(sorted(known)) or 'none'})")
+    return sorted(chosen)
+
+
+def parse(config: pytest.Config, known_methods: Mapping[str, Any]) -> ShrinkConfig:
+    """Validate every shrinkbench setting; ``known_methods`` are the methods discovered for this session."""
+    root = config.rootpath
+    try:
+        chosen = select(config.getoption("shrink_method"), known_methods)
+    except ValueError as exc:
+        raise pytest.UsageError(f"shrinkbench: --shrink-method: {exc}") from None
+    suites = value(config, "shrink_suites")
+    unknown = [name for name in suites if name not in SUITES]
+    if unknown:
+        raise pytest.UsageError(f"shrinkbench: --shrink-suite: unknown suite {unknown[0]!r}; known: {', '.join(SUITES.names())}")
+    results = under(root, value(config, "shrink_results"))
+    store = raw(config, "shrink_store") or str(results / DEFAULT_STORE)
+    baseline = under(root, value(config, "shrink_baseline")) if value(config, "shrink_baseline") else None
+    if baseline is not None:
+        if not baseline.is_file():
+            raise pytest.UsageError(f"shrinkbench: --shrink-baseline: no such file {baseline} (write one with --shrink-save-baseline)")
+        try:
+            load_baseline(baseline)
+        except ValueError as exc:
+            raise pytest.UsageError(f"shrinkbench: --shrink-baseline: {exc}") from None
+    try:
+        weights = parse_weights(raw(config, "shrink_weights") or [], lambda text: under(root, text), SUITES)
+    except ValueError as exc:
+        raise pytest.UsageError(f"shrinkbench: {exc}") from None  # its messages name the option
+    try:
+        device = devices.resolve(value(config, "shrink_device"))
+    except ValueError as exc:
+        raise pytest.UsageError(f"shrinkbench: {exc}") from None  # its messages name the option
+    latency = flag(config, "shrink_latency")
+    if latency:
+        _check_latency_timing(config)
+    max_memory = value(config, "shrink_max_memory")
+    if max_memory is not None and device == "cuda":
+        raise pytest.UsageError("shrinkbench: --shrink-max-memory caps address space, which CUDA needs far more of; use it with --shrink-device=cpu")
+    optional = {name: value(config, name) for name in ("shrink_cache", "shrink_report", "shrink_save_baseline", "shrink_data_root")}
+    return ShrinkConfig(
+        methods=chosen,
+        suites=suites,
+        ratios=value(config, "shrink_ratios"),
+        seeds=value(config, "shrink_seeds"),
+        results_dir=results,
+        cache_dir=under(root, optional["shrink_cache"]) if optional["shrink_cache"] else None,
+        threads=value(config, "shrink_threads"),
+        timeout=value(config, "shrink_timeout"),
+        max_memory_gib=max_memory,
+        store_path=None if store.lower() == "none" else under(root, store),
+        reuse=not latency and flag(config, "shrink_reuse"),  # timing needs the model
+        report_dir=under(root, optional["shrink_report"]) if optional["shrink_report"] else None,
+        baseline=baseline,
+        save_baseline=under(root, optional["shrink_save_baseline"]) if optional["shrink_save_baseline"] else None,
+        tolerance_points=value(config, "shrink_tolerance"),
+        tolerance_stds=value(config, "shrink_tolerance_stds"),
+        data_root=under(root, optional["shrink_data_root"]) if optional["shrink_data_root"] else None,
+        weights=weights,
+        device=device,
+        latency_batch=value(config, "shrink_latency_batch") if latency else None,
+    )
+
+
+def _check_latency_timing(config: pytest.Config) -> None:
+    """--shrink-latency needs pytest-benchmark actually timing: never under xdist (it switches itself off there,
+    and parallel workers would disturb each other's timings), nor with its disable/skip options."""
+    if hasattr(config, "workerinput") or config.getoption("dist", "no") != "no":
+        raise pytest.UsageError("shrinkbench: --shrink-latency times models with pytest-benchmark, which is off under "
+                                "xdist (parallel workers would also disturb each other's timings): run it without -n")
+    for name in ("benchmark_disable", "benchmark_skip"):
+        if config.getoption(name, False):
+            raise pytest.UsageError(f"shrinkbench: --shrink-latency needs pytest-benchmark's timings; drop --{name.replace('_', '-')}")

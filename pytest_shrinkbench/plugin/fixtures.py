@@ -1,0 +1,131 @@
+"""The benchmark's fixtures: subjects loaded once per process, stored results, the dense latency reference, the case."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator
+
+import pytest
+
+from ..errors import SuiteUnavailable
+from ..identity import CaseSpec, case_key
+from ..measure.latency import latency_inputs, median_seconds
+from ..results.leaderboard import suite_label
+from ..results.store import ResultsStore, is_store
+from ..run.case import provenance
+from ..suites.subject import Subject, load_subject
+from .config import CONFIG_KEY, ShrinkConfig
+from .runner import ShrinkCase
+from .wire import attach_case
+
+# --shrink-latency: median seconds per forward pass of each (suite, weights tag)'s dense model, timed before its cases.
+DENSE_LATENCY_KEY = pytest.StashKey[dict[tuple[str, "str | None"], float]]()
+
+
+def _config(pytestconfig: pytest.Config) -> ShrinkConfig | None:
+    return pytestconfig.stash.get(CONFIG_KEY, None)
+
+
+@pytest.fixture(scope="session")
+def shrink_subjects(pytestconfig: pytest.Config) -> Callable[..., Subject]:
+    """Load each suite's subject (per base checkpoint) once per worker (the file lock makes one worker train it).
+
+    A suite that cannot load raises the same error for each of its cases, without trying again.
+    """
+    loaded: dict[tuple[str, str | None], Subject | Exception] = {}
+    config = _config(pytestconfig)
+
+    def get(suite: str, weights: str | None = None) -> Subject:
+        key = (suite, weights)
+        if key not in loaded:
+            checkpoint = config.checkpoint(suite, weights) if config else None
+            try:
+                loaded[key] = load_subject(
+                    suite,
+                    cache_dir=config.cache_dir if config else None,
+                    device=config.device if config else "cpu",
+                    data_root=config.data_root if config else None,
+                    weights=checkpoint.path if checkpoint else None,
+                )
+                if checkpoint and loaded[key].sha256 != checkpoint.sha256:
+                    raise RuntimeError(f"checkpoint {checkpoint.path} changed during the run (sha256 {loaded[key].sha256[:16]}..., was {checkpoint.sha256[:16]}...)")
+            except Exception as exc:
+                loaded[key] = exc
+        subject = loaded[key]
+        if isinstance(subject, Exception):
+            raise subject.with_traceback(None)  # a fresh traceback per case, not one growing with each
+        return subject
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def shrink_stored(pytestconfig: pytest.Config) -> Iterator[Callable[[str], dict[str, Any] | None]]:
+    """Look up a passed result by case key in the results store (``None`` when reuse is off or not stored).
+
+    Each process (worker) reads the store itself: in WAL mode its reads never block the
+    controller's writes.
+    """
+    config = _config(pytestconfig)
+    path = config.store_path if config is not None and config.reuse else None
+    stores: list[ResultsStore] = []
+
+    def get(key: str) -> dict[str, Any] | None:
+        if path is None or not is_store(path):
+            return None
+        if not stores:
+            stores.append(ResultsStore(path, readonly=True))
+        return stores[0].get(key)
+
+    yield get
+    for store in stores:
+        store.close()
+
+
+@pytest.fixture
+def shrink_reference(request: pytest.FixtureRequest, shrink_subjects: Callable[..., Subject]) -> Callable[[], float]:
+    """Times a suite's dense base model (--shrink-latency); calling it returns and keeps the median seconds."""
+    if getattr(request, "param", None) is None:
+        pytest.skip("dense latency references run only with --shrink-method=... --shrink-latency")
+    suite, weights = request.param
+    config = _config(request.config)
+    benchmark = request.getfixturevalue("benchmark")
+    benchmark.group = suite_label(suite, weights)
+
+    def measure() -> float:
+        subject = shrink_subjects(suite, weights)
+        seconds = median_seconds(benchmark, subject.fresh_model(), latency_inputs(subject, config.latency_batch))
+        request.config.stash.setdefault(DENSE_LATENCY_KEY, {})[(suite, weights)] = seconds
+        request.node.user_properties.append(("shrinkbench.latency_dense_ms", seconds * 1e3))
+        return seconds
+
+    return measure
+
+
+@pytest.fixture
+def shrink_case(
+    request: pytest.FixtureRequest,
+    shrink_subjects: Callable[..., Subject],
+    shrink_stored: Callable[[str], dict[str, Any] | None],
+) -> ShrinkCase:
+    """The case this test runs (parametrized by the plugin).
+
+    The reuse check happens here, after the subject is loaded: the case key includes the base
+    weights' sha256, known only then.
+    """
+    spec = getattr(request, "param", None)
+    if not isinstance(spec, CaseSpec):
+        pytest.skip("benchmark cases run only with --shrink-method=NAME[,NAME...|all|baselines]")
+    attach_case(request.node, spec.as_dict())  # before anything can fail: even a setup error is this case's
+    try:
+        subject = shrink_subjects(spec.suite, spec.weights)
+    except SuiteUnavailable as exc:  # its data or weights are not on this machine: one line, not a failure
+        pytest.skip(str(exc))
+    except Exception as exc:
+        raise RuntimeError(f"[{spec.label}] could not load suite {spec.suite!r}: {type(exc).__name__}: {exc}") from exc
+    stored = shrink_stored(case_key({**spec.as_dict(), **provenance(spec, subject)}))
+    config = _config(request.config)
+    if not config.latency_batch:
+        return ShrinkCase(spec, subject, request.node, config.timeout, stored)
+    dense = request.config.stash.get(DENSE_LATENCY_KEY, {}).get((spec.suite, spec.weights))
+    return ShrinkCase(spec, subject, request.node, config.timeout, stored, request.getfixturevalue("benchmark"),
+                      config.latency_batch, dense)

@@ -1,0 +1,239 @@
+"""The report as files: JSON and CSV records, Markdown, and one self-contained HTML page."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, Iterable
+
+from . import leaderboard
+from .leaderboard import Entry, Summary, mean, std
+from .plots import plot
+from .report import Report
+
+FORMATS = ("md", "csv", "json", "html")
+
+
+
+# -- plain values ---------------------------------------------------------------------------------
+
+
+def entry_record(e: Entry) -> dict[str, Any]:
+    record: dict[str, Any] = {"suite": e.suite, "method": e.method, "ratio": e.ratio, "rank": e.rank, "status": e.status,
+                              "n": e.n, "failed": e.failed, "skipped": e.skipped}
+    for name in ("top1", "top1_pre", "top5", "compression", "speedup", "speedup_measured"):
+        values = [v for v in getattr(e, name) if v is not None]
+        record[f"{name}_mean"], record[f"{name}_std"] = mean(values), std(values)
+    record["seeds"] = list(e.seeds)
+    return record
+
+
+def summary_record(s: Summary) -> dict[str, Any]:
+    return {"suite": s.suite, "method": s.method, "rank": s.rank, "status": s.status, "area_mean": mean(s.auc),
+            "area_std": std(s.auc), "n": s.n, "failed": s.failed, "missing_ratios": list(s.missing),
+            "ratios": list(s.ratios), "area_per_seed": dict(zip(map(str, s.seeds), s.auc))}
+
+
+ENTRY_COLUMNS = ["suite", "method", "ratio", "rank", "status", "n", "failed", "skipped", "top1_mean", "top1_std",
+                 "top1_pre_mean", "top1_pre_std", "top5_mean", "top5_std", "compression_mean", "compression_std",
+                 "speedup_mean", "speedup_std", "speedup_measured_mean", "speedup_measured_std"]
+SUMMARY_COLUMNS = ["suite", "method", "rank", "status", "area_mean", "area_std", "n", "failed", "missing_ratios"]
+
+
+def to_json(report: Report) -> dict[str, Any]:
+    return {
+        "title": report.title,
+        "generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "sources": report.sources,
+        "notes": report.notes,
+        "suites": {
+            suite: {
+                "setup": report.setup(suite),
+                "summary": [summary_record(s) for s in report.summaries_of(suite)],
+                "leaderboard": [entry_record(e) for e in report.entries_of(suite)],
+                "failed_cases": [_failure(r) for r in report.failed_rows(suite)],
+            }
+            for suite in report.suites
+        },
+    }
+
+
+def _failure(row: dict[str, Any]) -> dict[str, Any]:
+    return {"method": row["method"], "ratio": row["ratio"], "seed": row["seed"], "message": row.get("message")}
+
+
+def _csv(columns: list[str], records: list[dict[str, Any]]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for record in records:
+        writer.writerow({k: (" ".join(f"{v:g}" for v in record[k]) if isinstance(record[k], list) else record[k]) for k in columns})
+    return out.getvalue()
+
+
+def to_csv(report: Report) -> str:
+    """One row per suite × method × ratio (means and sample stds over seeds; empty when none passed)."""
+    return _csv(ENTRY_COLUMNS, [entry_record(e) for e in report.entries])
+
+
+def summary_csv(report: Report) -> str:
+    return _csv(SUMMARY_COLUMNS, [summary_record(s) for s in report.summaries])
+
+
+# -- Markdown -------------------------------------------------------------------------------------
+
+
+def _md_cell(value: Any) -> str:
+    return str(value).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
+def md_table(headers: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(map(_md_cell, headers)) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(map(_md_cell, row)) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+SUMMARY_HEADERS = ["rank", "method", "area: mean top-1 over log2 compression", "seeds"]
+
+
+def summary_rows(report: Report, suite: str) -> list[list[str]]:
+    return [[s.status, s.method, leaderboard.mean_std(s.auc), str(s.n)] for s in report.summaries_of(suite)]
+
+
+def _setup_line(report: Report, suite: str) -> str:
+    setup = report.setup(suite)
+    parts = [f"base weights sha256 {', '.join(v[:12] for v in setup.get('base_sha256', [])) or '-'}"]
+    for name, label in (("recipe_hash", "recipe"), ("torch", "torch"), ("python", "python"), ("threads", "threads"), ("device", "device")):
+        if setup.get(name):
+            parts.append(f"{label} {', '.join(setup[name])}")
+    counts = Counter(r.get("status") for r in report.rows if r["suite"] == suite)
+    cases = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    return f"{sum(counts.values())} cases ({cases}); " + "; ".join(parts)
+
+
+def _ratio_range(report: Report, suite: str) -> str:
+    ratios = sorted({e.ratio for e in report.entries_of(suite)})
+    return f"x{ratios[0]:g}–x{ratios[-1]:g}" if ratios else ""
+
+
+def to_markdown(report: Report) -> str:
+    out = [f"# {report.title}", ""]
+    out += [
+        "Top-1 after fine-tuning, mean ± sample std over seeds; methods ranked per ratio (`*1` = best, equal means share a rank). "
+        "A method with a failed case is shown `FAILED k/n` and never ranked. The summary is the area under top-1 vs "
+        "log2(compression ratio) divided by the log2 range: the average top-1 over the compression range, per seed.",
+        "",
+    ]
+    out += [f"> note: {n}" for n in report.notes]
+    if report.notes:
+        out.append("")
+    for suite in report.suites:
+        out += [f"## {suite}", "", _setup_line(report, suite), ""]
+        out += [f"### Summary ({_ratio_range(report, suite)})", "", md_table(SUMMARY_HEADERS, summary_rows(report, suite)), ""]
+        out += ["### Leaderboard", "", md_table(*leaderboard.table(report.entries_of(suite))), ""]
+        failures = report.failed_rows(suite)
+        if failures:
+            out += ["### Failed cases", "", md_table(["method", "ratio", "seed", "message"],
+                                                    [[r["method"], f"x{float(r['ratio']):g}", r["seed"], r.get("message") or ""] for r in failures]), ""]
+    return "\n".join(out)
+
+
+# -- HTML -----------------------------------------------------------------------------------------
+
+CSS = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
+table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
+th { background: #f2f2f2; } td.l, th.l { text-align: left; }
+tr.failed td { background: #fde8e8; } tr.best td { font-weight: bold; }
+.note { background: #fff6d6; padding: 0.4em 0.8em; border-left: 4px solid #e0b400; }
+.plots { display: flex; flex-wrap: wrap; gap: 1em; } .plots img { max-width: 100%; border: 1px solid #ddd; }
+.setup { color: #555; font-size: 0.9em; }
+"""
+
+
+def _html_table(headers: list[str], rows: list[list[Any]], statuses: list[str], left: int) -> str:
+    head = "".join(f'<th class="{"l" if i < left else ""}">{html.escape(h)}</th>' for i, h in enumerate(headers))
+    body = []
+    for row, status in zip(rows, statuses):
+        cls = "failed" if status.startswith("FAILED") else "best" if status == "*1" else ""
+        cells = "".join(f'<td class="{"l" if i < left else ""}">{html.escape(str(v))}</td>' for i, v in enumerate(row))
+        body.append(f'<tr class="{cls}">{cells}</tr>')
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def to_html(report: Report, pngs: dict[str, dict[str, bytes]]) -> str:
+    """A single self-contained page: tables, and the plots embedded as base64 PNGs."""
+    out = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(report.title)}</title>",
+           f"<style>{CSS}</style></head><body><h1>{html.escape(report.title)}</h1>",
+           "<p>Top-1 after fine-tuning, mean ± sample std over seeds; ranked per ratio (*1 = best). A method with a failed "
+           "case is shown FAILED and never ranked. Summary: area under top-1 vs log2(compression), divided by the log2 range.</p>"]
+    out += [f"<p class='note'>note: {html.escape(n)}</p>" for n in report.notes]
+    for suite in report.suites:
+        out.append(f"<h2>{html.escape(suite)}</h2><p class='setup'>{html.escape(_setup_line(report, suite))}</p>")
+        out.append("<div class='plots'>")
+        for axis, image in pngs.get(suite, {}).items():
+            encoded = base64.b64encode(image).decode("ascii")
+            out.append(f"<img alt='{html.escape(suite)}: top-1 vs {axis}' src='data:image/png;base64,{encoded}'>")
+        out.append("</div>")
+        summaries = report.summaries_of(suite)
+        out.append(f"<h3>Summary ({html.escape(_ratio_range(report, suite))})</h3>")
+        out.append(_html_table(SUMMARY_HEADERS, summary_rows(report, suite), [s.status for s in summaries], 2))
+        entries = report.entries_of(suite)
+        out.append("<h3>Leaderboard</h3>")
+        out.append(_html_table(*leaderboard.table(entries), [e.status for e in entries], 2))
+        failures = report.failed_rows(suite)
+        if failures:
+            out.append("<h3>Failed cases</h3>")
+            rows = [[r["method"], f"x{float(r['ratio']):g}", r["seed"], r.get("message") or ""] for r in failures]
+            out.append(_html_table(["method", "ratio", "seed", "message"], rows, ["FAILED"] * len(rows), 4))
+    if report.sources:
+        out.append("<h2>Sources</h2><ul>" + "".join(f"<li>{html.escape(s)}</li>" for s in report.sources) + "</ul>")
+    out.append("</body></html>")
+    return "\n".join(out)
+
+
+def write(report: Report, folder: Path, formats: Iterable[str] = FORMATS, plots: bool = True) -> dict[str, Path]:
+    """Write the report's files into ``folder``; return them by name.
+
+    ``leaderboard.md``, ``leaderboard.csv`` (+ ``summary.csv``), ``leaderboard.json``,
+    ``leaderboard.html`` (self-contained) and ``<suite>-top1-vs-{compression,speedup}.png``.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    formats = set(formats)
+    unknown = formats - set(FORMATS)
+    if unknown:
+        raise ValueError(f"unknown report format(s) {sorted(unknown)}; known: {', '.join(FORMATS)}")
+    written: dict[str, Path] = {}
+
+    def put(name: str, content: str | bytes) -> None:
+        path = folder / name
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content, encoding="utf-8")
+        written[name] = path
+
+    pngs: dict[str, dict[str, bytes]] = {}
+    if plots:
+        for suite in report.suites:
+            pngs[suite] = {axis: plot(report, suite, axis) for axis in ("compression", "speedup")}
+            for axis, image in pngs[suite].items():
+                put(f"{suite}-top1-vs-{axis}.png", image)
+    if "md" in formats:
+        put("leaderboard.md", to_markdown(report) + "\n")
+    if "csv" in formats:
+        put("leaderboard.csv", to_csv(report))
+        put("summary.csv", summary_csv(report))
+    if "json" in formats:
+        put("leaderboard.json", json.dumps(to_json(report), indent=1) + "\n")
+    if "html" in formats:
+        put("leaderboard.html", to_html(report, pngs))
+    return written

@@ -1,0 +1,129 @@
+"""Leaderboard reports: results of one or more stores / JSON Lines files, merged, as Markdown, CSV,
+JSON and a self-contained HTML page with plots.
+
+The numbers come from :func:`pytest_shrinkbench.leaderboard.aggregate` and
+:func:`~pytest_shrinkbench.leaderboard.summarize`, the same code the end-of-session leaderboard
+uses; this module only reads inputs and formats.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from . import leaderboard
+from .files import read_jsonl
+from .leaderboard import Entry, Summary
+from .store import ResultsStore, is_store, latest_setups, merge_rows
+
+# -- inputs ---------------------------------------------------------------------------------------
+
+
+def expand(paths: Iterable[Path]) -> list[Path]:
+    """Files named, and the stores / ``*.jsonl`` files inside folders named (sorted)."""
+    files: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.is_file() and (p.suffix == ".jsonl" or is_store(p)))
+            if not found:
+                raise ValueError(f"{path}: no results store or *.jsonl file in this folder")
+            files.extend(found)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise ValueError(f"{path}: no such file or folder")
+    return files
+
+
+def read_rows(paths: Iterable[Path]) -> tuple[list[dict[str, Any]], list[str]]:
+    """All rows of the given stores, JSON Lines files and folders, and a line per source."""
+    rows: list[dict[str, Any]] = []
+    sources = []
+    for path in expand(paths):
+        if is_store(path):
+            store = ResultsStore(path, readonly=True)
+            try:
+                found = store.rows()
+            finally:
+                store.close()
+            kind = "store"
+        else:
+            found = read_jsonl(path)
+            kind = "JSON Lines"
+        rows.extend(found)
+        sources.append(f"{path} ({kind}, {len(found)} rows)")
+    return rows, sources
+
+
+# -- the report -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Report:
+    """Merged rows and their leaderboard: entries per suite × ratio × method, summaries per method."""
+
+    rows: list[dict[str, Any]]
+    entries: list[Entry]
+    summaries: list[Summary]
+    notes: list[str] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+    title: str = "pytest-shrinkbench leaderboard"
+
+    @property
+    def suites(self) -> list[str]:
+        return sorted({e.suite for e in self.entries})
+
+    def entries_of(self, suite: str) -> list[Entry]:
+        return [e for e in self.entries if e.suite == suite]
+
+    def summaries_of(self, suite: str) -> list[Summary]:
+        return [s for s in self.summaries if s.suite == suite]
+
+    def failed_rows(self, suite: str) -> list[dict[str, Any]]:
+        return sorted((r for r in self.rows if r["suite"] == suite and r.get("status") == "failed"), key=_row_order)
+
+    def setup(self, suite: str) -> dict[str, list[str]]:
+        found: dict[str, list[str]] = defaultdict(list)
+        for row in self.rows:
+            if row["suite"] != suite:
+                continue
+            for name in ("base_sha256", "recipe_hash", "torch", "python", "threads", "device"):
+                value = row.get(name)
+                if value is not None and str(value) not in found[name]:
+                    found[name].append(str(value))
+        return dict(found)
+
+
+def _row_order(row: dict[str, Any]) -> tuple:
+    return (row["suite"], row["method"], float(row["ratio"]), int(row["seed"]))
+
+
+def build(rows: Iterable[dict[str, Any]], *, merge: bool = True, sources: list[str] | None = None, title: str | None = None) -> Report:
+    """The report of ``rows``: with ``merge``, deduplicated by case key and reduced, per method, to
+    its latest setup (see :func:`pytest_shrinkbench.store.latest_setups`), with a note of what was dropped."""
+    rows = list(rows)
+    notes = []
+    if merge:
+        merged = merge_rows(rows)
+        if len(merged) < len(rows):
+            notes.append(f"{len(rows) - len(merged)} duplicate rows (same case key) merged")
+        rows, superseded = latest_setups(merged)
+        if superseded:
+            groups = Counter(f"{r['suite']}/{r['method']}" for r in superseded)
+            notes.append(
+                f"{len(superseded)} rows of older setups (method source, base weights, recipe or versions) ignored: "
+                + ", ".join(f"{g} ({n})" for g, n in sorted(groups.items()))
+            )
+    rows.sort(key=_row_order)
+    entries = leaderboard.aggregate(rows)
+    report = Report(rows, entries, leaderboard.summarize(entries), notes, sources or [], title or Report.title)
+    for suite in report.suites:
+        bases = report.setup(suite).get("base_sha256", [])
+        if len(bases) > 1:
+            report.notes.append(f"{suite}: rows come from {len(bases)} different base checkpoints ({', '.join(b[:12] for b in bases)}): methods are not compared on the same weights")
+    return report
+
+
+# -- writing --------------------------------------------------------------------------------------

@@ -1,0 +1,125 @@
+"""The result row: its fields, declared once, and the rule that makes a row safe to send and store.
+
+Everything that writes, reads or documents a row (the recorder, the store, the report, JUnit
+properties, docs/results.md) takes the field list from here. A row with a field not declared
+here is a harness bug, and :func:`make_row` refuses it.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Field:
+    """One field of a result row. ``junit``: also recorded as a flat ``shrinkbench.<name>`` test property."""
+
+    name: str
+    doc: str
+    junit: bool = False
+
+
+FIELDS: tuple[Field, ...] = (
+    # the case
+    Field("method", "method name"),
+    Field("suite", "suite name"),
+    Field("ratio", "requested compression ratio"),
+    Field("seed", "seed"),
+    Field("weights", "tag of the base checkpoint when a suite has several (`--shrink-weights`), else null"),
+    Field("status", "`passed`, `failed` or `skipped`"),
+    Field("message", "why the case failed or was skipped: one line naming method, suite, ratio and seed"),
+    # accuracy
+    Field("top1", "top-1 on the held-out split after fine-tuning", junit=True),
+    Field("top5", "top-5 after fine-tuning", junit=True),
+    Field("top1_pre", "top-1 after pruning, before fine-tuning (a gradual method: after its first call)", junit=True),
+    Field("top5_pre", "top-5 after pruning, before fine-tuning", junit=True),
+    Field("top1_base", "top-1 of the unpruned base model"),
+    Field("top5_base", "top-5 of the unpruned base model"),
+    # size and FLOPs
+    Field("params_total", "all parameters of the model (biases and norms included)", junit=True),
+    Field("params_nonzero", "non-zero parameters after pruning and fine-tuning", junit=True),
+    Field("compression", "achieved compression: params_total / params_nonzero", junit=True),
+    Field("flops_dense", "FLOPs of one example's forward pass, dense (a multiply-add is 2)", junit=True),
+    Field("flops_sparse", "FLOPs left when a pruned weight does no work", junit=True),
+    Field("speedup", "theoretical speedup: flops_dense / flops_sparse (null when the output is a constant)", junit=True),
+    Field("flops_accounting", "`structured` (removed channels also remove their consumers' work) or `density`"),
+    Field("channels_removed", "whole output channels removed, over all layers"),
+    # what the method did and how long it took
+    Field("prune_seconds", "wall time of the method's calls, including its child process", junit=True),
+    Field("finetune_seconds", "wall time of fine-tuning", junit=True),
+    Field("duration", "wall time of the whole test"),
+    Field("weights_changed", "kept weights whose value the method changed (returned new weights); 0 for mask-only methods", junit=True),
+    Field("sandbox", "confinement of the method's code: `process+landlock`, `process` or `in-process` (unverified)", junit=True),
+    # identity and environment
+    Field("base_sha256", "hash of the base model's tensors", junit=True),
+    Field("recipe_hash", "hash of the fine-tuning recipe", junit=True),
+    Field("method_hash", "hash of the method's source module", junit=True),
+    Field("measure_version", "version of the harness's measuring rules"),
+    Field("torch", "torch version"),
+    Field("python", "Python version"),
+    Field("platform", "operating system and machine"),
+    Field("device", "device of the case (`cpu`, `cuda:0`, ...)"),
+    Field("threads", "torch CPU threads"),
+    # bookkeeping
+    Field("reused", "taken from the results store instead of measured in this session", junit=True),
+    Field("run", "name of the run file that first recorded the row"),
+    Field("finished", "UTC time the case finished"),
+    Field("mac", "the harness's signature over the row (see docs/trust.md): a row without a valid one is never reused"),
+    # --shrink-latency
+    Field("latency_batch", "inputs per timed forward pass"),
+    Field("latency_ms", "median milliseconds per forward pass of the physically shrunk model", junit=True),
+    Field("latency_dense_ms", "the same for the dense base model", junit=True),
+    Field("speedup_measured", "latency_dense_ms / latency_ms", junit=True),
+    Field("flops_shrunk", "FLOPs of the shrunk model (dense kernels: unstructured zeros still cost)"),
+    Field("params_shrunk", "parameters of the shrunk model"),
+    Field("channels_shrunk", "output channels cut out by shrinking"),
+    Field("shrink_exact", "whether folding removed channels into biases is exact"),
+    Field("shrink_error", "why the model could not be shrunk (its latency is then not measured)"),
+)
+NAMES: tuple[str, ...] = tuple(f.name for f in FIELDS)
+JUNIT: tuple[str, ...] = tuple(f.name for f in FIELDS if f.junit)
+_KNOWN = frozenset(NAMES)
+
+
+def make_row(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` as a row: declared fields only, each a JSON-safe builtin (see :func:`plain`)."""
+    unknown = sorted(set(values) - _KNOWN)
+    if unknown:
+        raise KeyError(f"result row fields not declared in results/schema.py: {unknown}")
+    return {name: plain(value) for name, value in values.items()}
+
+
+def plain(value: Any) -> Any:
+    """``value`` as JSON-safe builtins: execnet (xdist) refuses numpy and torch scalars, and tuples become lists."""
+    # Exact builtin types only: execnet also refuses subclasses such as torch's TorchVersion (a str).
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        number = float(value)
+        return number if math.isfinite(number) else None  # JSON has no NaN or infinity
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if hasattr(value, "item"):  # 0-d tensors
+        return plain(value.item())
+    return str(value)
+
+
+def sort_key(row: dict[str, Any]) -> tuple:
+    """The order rows are written and shown in: suite, checkpoint, method, ratio, seed."""
+    return (row["suite"], row.get("weights") or "", row["method"], row["ratio"], row["seed"])
+
+
+def markdown_table() -> str:
+    """The row's fields as a Markdown table (docs/results.md holds it; a test keeps the two equal)."""
+    lines = ["| field | meaning |", "| --- | --- |"]
+    lines += [f"| `{f.name}` | {f.doc} |" for f in FIELDS]
+    return "\n".join(lines)

@@ -1,0 +1,70 @@
+"""The suite registry: a suite is a dataset–model pair with its pinned base-training and fine-tuning recipes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+from torch import nn
+from torch.utils.data import Dataset
+
+from ..registry import Registry, origin_of
+from .recipe import Recipe
+
+
+@dataclass(frozen=True)
+class Splits:
+    """A suite's data: ``train`` feeds base training, pruning batches and fine-tuning; ``test`` only evaluation."""
+
+    train: Dataset
+    test: Dataset
+
+
+@dataclass(frozen=True)
+class Suite:
+    """Everything that must be identical for two methods' numbers to be comparable."""
+
+    name: str
+    build_model: Callable[[], nn.Module]
+    load_data: Callable[..., Splits]  # () -> Splits; (data root) -> Splits when find_data is set
+    input_shape: tuple[int, ...] | None  # one example, without the batch dimension (for FLOPs); None: the first training input's
+    base_recipe: Recipe | None  # how the plugin trains the base model when no checkpoint is given (None: never)
+    finetune_recipe: Recipe  # what every case gets after pruning
+    description: str = ""
+    # Suites whose data is on disk under the data root (vision_suites.py). find_data(root) is None when
+    # the data is there, else one line saying what is missing and how to provide it (the cases skip).
+    find_data: Callable[[Path | None], str | None] | None = None
+    # Hash of the data's contents, part of the cache key of a base model the plugin trains.
+    data_fingerprint: Callable[[Path], str] | None = None
+    # Pretrained weights found on this machine, used when no checkpoint is given: a Path when found,
+    # else a str saying what was looked for (e.g. torchvision's file in the local torch hub cache).
+    find_weights: Callable[[], Path | str] | None = None
+
+    def missing_data(self, root: Path | None) -> str | None:
+        """None when the suite's data is available (always, for embedded data); else why not and how to fix it."""
+        return self.find_data(root) if self.find_data is not None else None
+
+    def data(self, root: Path | None = None) -> Splits:
+        return self.load_data(root) if self.find_data is not None else self.load_data()
+
+
+SUITES: Registry[Suite] = Registry("suite")
+DEFAULT_SUITES = ("digits-cnn", "digits-mlp")
+
+
+def register_suite(suite: Suite) -> Suite:
+    """Make ``suite`` selectable by ``--shrink-suite``; its model builder identifies where it came from."""
+    return SUITES.add(suite.name, suite, origin=f"{origin_of(suite.build_model)}#{suite.name}")
+
+
+def override_suite(name: str, **changes: object) -> Suite:
+    """Replace fields of a registered suite (e.g. ``finetune_recipe=Recipe(..., epochs=1)`` for a smoke
+    test in a project's ``conftest.py``); return the suite as it was, so a caller can restore it.
+
+    The recipes' hashes are recorded with every result, so rows of an overridden suite never pass
+    for rows of the standard one; a new base recipe also gets its own cached base model.
+    """
+    before = SUITES.get(name)
+    SUITES.replace(name, replace(before, **changes))
+    return before

@@ -1,0 +1,241 @@
+"""Subjects: a suite made concrete — its data and base weights, trained once, cached and verified."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from filelock import FileLock
+from torch import Tensor, nn
+from torch.utils.data import default_collate
+
+from ..errors import SuiteUnavailable
+from ..identity import file_sha256
+from ..measure.flops import module_flops
+from ..measure.structured import Link, channel_links
+from ..prunable import prunable_modules
+from .registry import SUITES, Splits, Suite
+from .training import evaluate, fit
+
+BASE_TRAINING_SEED = 0
+BASE_TRAINING_THREADS = 1
+CHECK_BATCH = 128
+
+
+def default_cache_dir() -> Path:
+    """``$SHRINKBENCH_CACHE``, else the user cache dir: outside any repository, shared by all projects."""
+    if os.environ.get("SHRINKBENCH_CACHE"):
+        return Path(os.environ["SHRINKBENCH_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pytest-shrinkbench"
+
+
+@dataclass
+class Subject:
+    """One suite in one session: data, base weights (with their sha256) and dense FLOPs per layer."""
+
+    suite: Suite
+    data: Splits
+    state: dict[str, Tensor]
+    sha256: str
+    checkpoint: Path
+    device: torch.device
+    base_top1: float = field(init=False)
+    base_top5: float = field(init=False)
+    dense_flops: dict[str, int] = field(init=False)
+    channel_links: dict[str, Link] | None = field(init=False)  # None: torch.fx could not trace the model
+
+    def __post_init__(self) -> None:
+        model = self.fresh_model()
+        self.base_top1, self.base_top5 = evaluate(model, self.data.test, device=self.device)
+        self.dense_flops = module_flops(model, self.input_shape, list(prunable_modules(model)))
+        self.channel_links = channel_links(model)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """One example's shape (no batch dimension): the suite's, else that of the first training input."""
+        return self.suite.input_shape or tuple(self.data.train[0][0].shape)
+
+    def fresh_model(self) -> nn.Module:
+        """A new model holding the base weights: every case starts from exactly this."""
+        model = self.suite.build_model().to(self.device)
+        model.load_state_dict(self.state)
+        return model
+
+    def batch(self, seed: int, size: int = 256) -> tuple[Tensor, Tensor]:
+        """A seeded batch of *training* examples, for methods that score weights by data."""
+        order = torch.randperm(len(self.data.train), generator=torch.Generator().manual_seed(seed))
+        inputs, targets = default_collate([self.data.train[i] for i in order[:size].tolist()])
+        return inputs.to(self.device), targets.to(self.device)
+
+    def check_inputs(self) -> Tensor:
+        """Fixed training inputs on which the invariants compare logits."""
+        inputs, _ = default_collate([self.data.train[i] for i in range(min(CHECK_BATCH, len(self.data.train)))])
+        return inputs.to(self.device)
+
+
+def checkpoint_key(suite: Suite, data_id: str = "") -> str:
+    """Cache key of a suite's trained base model: a new recipe, architecture, torch or data gets a new file.
+
+    ``data_id`` is a hash of the data files' contents for suites whose data is on disk (empty for
+    embedded data, whose keys are unchanged by it).
+    """
+    fields = {"suite": suite.name, "recipe": asdict(suite.base_recipe), "arch": repr(suite.build_model()), "torch": torch.__version__}
+    if data_id:
+        fields["data"] = data_id
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def load_subject(
+    suite_name: str,
+    cache_dir: Path | None = None,
+    device: str | torch.device = "cpu",
+    *,
+    data_root: Path | None = None,
+    weights: Path | None = None,
+) -> Subject:
+    """Load the subject of ``suite_name``: its data (under ``data_root`` for suites of data on disk) and base weights.
+
+    Base weights are, in order: the checkpoint ``weights`` (a state_dict file, loaded with
+    ``torch.load(weights_only=True)``); pretrained weights the suite finds on this machine (torchvision's
+    file in the local torch hub cache for ImageNet suites); else the base model the plugin trains with
+    the suite's pinned recipe and caches. Training happens under a file lock in the cache dir, so among
+    ``-n N`` xdist workers exactly one trains while the others wait and then load the same file. A cached
+    file whose sha256 does not match its record is retrained, never used.
+
+    Raises :class:`SuiteUnavailable` (the plugin skips the suite's cases) when the data is absent, or
+    when no weights are given or found for a suite the plugin does not train.
+    """
+    suite = SUITES.get(suite_name)
+    device = torch.device(device)
+    root = Path(data_root) if data_root is not None else None
+    reason = suite.missing_data(root)
+    if reason:
+        raise SuiteUnavailable(f"suite {suite.name}: {reason}")
+    if weights is None and suite.find_weights is not None:
+        found = suite.find_weights()
+        if isinstance(found, Path):
+            weights = found
+        elif suite.base_recipe is None:
+            raise SuiteUnavailable(f"suite {suite.name}: no base weights: pass --shrink-weights {suite.name}=PATH, or provide {found}")
+    if weights is None and suite.base_recipe is None:
+        raise SuiteUnavailable(f"suite {suite.name}: no base weights: pass --shrink-weights {suite.name}=PATH")
+    if weights is not None:
+        state, sha = load_checkpoint(Path(weights), suite, device)
+        return Subject(suite, suite.data(root), state, sha, Path(weights), device)
+    data = suite.data(root)
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    cache.mkdir(parents=True, exist_ok=True)
+    # Suites of data on disk hash their files under the root; user suites (no find_data) hash their datasets.
+    fingerprinted = suite.data_fingerprint is not None and (root is not None or suite.find_data is None)
+    data_id = suite.data_fingerprint(root) if fingerprinted else ""
+    path = cache / f"{suite.name}-{checkpoint_key(suite, data_id)}.pt"
+    record = path.with_suffix(".json")
+    with FileLock(str(path) + ".lock"):
+        sha = _verified_sha(path, record)
+        if sha is None:
+            sha = _train_and_store(suite, data, path, record, device)
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # weights_only refuses pickles that would run code
+        raise RuntimeError(f"refusing base checkpoint {path} of suite {suite.name!r}: it is not a plain tensor state_dict ({exc})") from exc
+    return Subject(suite, data, state, sha, path, device)
+
+
+# Keys under which common training scripts nest the model's state_dict in a checkpoint file.
+NESTED_STATE_KEYS = ("state_dict", "model_state_dict", "model")
+
+
+def load_checkpoint(path: Path, suite: Suite, device: torch.device | str = "cpu") -> tuple[dict[str, Tensor], str]:
+    """A user's base checkpoint for ``suite``: its state_dict (on ``device``) and the file's sha256.
+
+    The file is read with ``torch.load(weights_only=True)``, which refuses any pickle that would run
+    code. Accepted: a plain state_dict, or a dict nesting one under ``state_dict``, ``model_state_dict``
+    or ``model`` (other entries such as optimizer state are ignored); a ``module.`` prefix on every key
+    (``DataParallel``) is removed. The state must fit the suite's architecture exactly.
+    Every problem is a ``RuntimeError`` naming the file and the suite.
+    """
+    where = f"checkpoint {path} for suite {suite.name!r}"
+    try:
+        sha = file_sha256(path)
+    except OSError as exc:
+        raise RuntimeError(f"cannot read {where}: {exc}") from exc
+    try:
+        loaded = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RuntimeError(
+            f"refusing {where}: torch.load(weights_only=True) rejects it, so it is not a plain tensor state_dict "
+            f"(a pickle that would run code, or not a torch file): {first}"
+        ) from exc
+    state = loaded
+    if isinstance(loaded, dict) and not all(isinstance(v, Tensor) for v in loaded.values()):
+        state = next((loaded[k] for k in NESTED_STATE_KEYS if isinstance(loaded.get(k), dict)), loaded)
+    if not isinstance(state, dict) or not state or not all(isinstance(k, str) and isinstance(v, Tensor) for k, v in state.items()):
+        raise RuntimeError(f"{where} is not a state_dict (a dict of parameter name -> tensor); got {type(loaded).__name__}")
+    if all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    with torch.device("meta"):  # shapes only: free even for VGG-16
+        model = suite.build_model()
+    expected = model.state_dict()
+    for key in expected:  # checkpoints older than torch 0.4.1 have no batch-norm step counters
+        if key.endswith("num_batches_tracked") and key not in state:
+            state[key] = torch.zeros((), dtype=torch.long, device=device)
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    reshaped = [k for k in expected if k in state and state[k].shape != expected[k].shape]
+    if missing or unexpected or reshaped:
+        def few(names: list[str]) -> str:
+            return f"{names[:5]}{' and %d more' % (len(names) - 5) if len(names) > 5 else ''}"
+
+        raise RuntimeError(
+            f"{where} does not fit its model {type(model).__name__}: missing {few(missing)}, unexpected {few(unexpected)}, "
+            f"wrong shape {few(reshaped)}"
+        )
+    return state, sha
+
+
+def _verified_sha(path: Path, record: Path) -> str | None:
+    """The cached checkpoint's sha256 if it exists and matches its record; None means (re)train."""
+    if not path.exists() or not record.exists():
+        return None
+    try:
+        expected = json.loads(record.read_text())["sha256"]
+    except (ValueError, KeyError) as exc:
+        warnings.warn(f"shrinkbench: unreadable record {record} ({exc}); retraining the base model")
+        return None
+    actual = file_sha256(path)
+    if actual != expected:
+        warnings.warn(f"shrinkbench: cached base model {path} has sha256 {actual}, its record says {expected}; retraining")
+        return None
+    return actual
+
+
+def _train_and_store(suite: Suite, data: Splits, path: Path, record: Path, device: torch.device) -> str:
+    # Pinned seed and thread count: whoever trains first (a worker, a notebook) gets the same weights.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(BASE_TRAINING_THREADS)
+    try:
+        torch.manual_seed(BASE_TRAINING_SEED)
+        model = suite.build_model().to(device)
+        start = time.perf_counter()
+        fit(model, data.train, suite.base_recipe, seed=BASE_TRAINING_SEED, device=device)
+        seconds = time.perf_counter() - start
+    finally:
+        torch.set_num_threads(threads)
+    top1, top5 = evaluate(model, data.test, device=device)
+    partial = path.with_suffix(f".{os.getpid()}.tmp")
+    torch.save({k: v.cpu() for k, v in model.state_dict().items()}, partial)
+    sha = file_sha256(partial)
+    os.replace(partial, path)
+    info = {"suite": suite.name, "sha256": sha, "recipe": asdict(suite.base_recipe), "top1": top1, "top5": top5,
+            "train_seconds": round(seconds, 3), "threads": BASE_TRAINING_THREADS, "torch": torch.__version__}
+    partial = record.with_suffix(f".{os.getpid()}.tmp")
+    partial.write_text(json.dumps(info, indent=2))
+    os.replace(partial, record)
+    return sha

@@ -1,0 +1,67 @@
+"""Shared test helpers: synthetic result rows (no torch, no training), reading a run's rows, small models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch.nn.functional as F
+from torch import nn
+
+SETUP = {
+    "base_sha256": "b" * 64, "recipe_hash": "r" * 12, "torch": "2.14.1", "python": "3.11.7",
+    "threads": 1, "device": "cpu", "platform": "Linux",
+}
+
+
+def row(method: str, ratio: float, seed: int, top1: float | None = None, status: str = "passed", suite: str = "digits-mlp", **extra: Any) -> dict[str, Any]:
+    """A complete row as the plugin writes it; metrics derived from ``top1`` unless given."""
+    r: dict[str, Any] = {
+        **SETUP, "method": method, "suite": suite, "ratio": float(ratio), "seed": seed, "status": status,
+        "method_hash": f"{method}-v1", "message": None if status == "passed" else f"[method={method}] planted failure",
+        "top1_base": 0.97, "top5_base": 1.0, "params_total": 50610, "reused": False,
+    }
+    if status == "passed":
+        r.update(
+            top1=top1, top5=min(1.0, top1 + 0.02), top1_pre=top1 - 0.1, top5_pre=top1,
+            params_nonzero=round(50610 / ratio), compression=float(ratio), flops_dense=100400,
+            flops_sparse=100400 / ratio, speedup=float(ratio) * 1.05 if ratio > 1 else 1.0,
+        )
+    r.update(extra)
+    return r
+
+
+class ConvNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(4 * 4 * 4, 8), nn.ReLU())
+        self.classifier = nn.Linear(8, 5)
+
+    def forward(self, x):
+        x = F.relu(self.bn(self.conv(x)))
+        return self.classifier(self.body(F.adaptive_avg_pool2d(x, 4)))
+
+
+def run_files(folder: Path) -> dict[str, list[dict[str, Any]]]:
+    """The rows of each run file (``run-*.jsonl``) in a results folder, by file name, in the order written."""
+    return {f.name: [json.loads(line) for line in f.read_text().splitlines()] for f in sorted(Path(folder).glob("*.jsonl"))}
+
+
+def only_run(folder: Path) -> list[dict[str, Any]]:
+    """The rows of the one run file a results folder must hold (a session that ran once)."""
+    files = run_files(folder)
+    assert len(files) == 1, list(files)
+    return next(iter(files.values()))
+
+
+def result_rows(folder: Path) -> list[dict[str, Any]]:
+    """Every row of every run file in a results folder."""
+    return [row for rows in run_files(folder).values() for row in rows]
+
+
+def rows_by_method(folder: Path) -> dict[str, dict[str, Any]]:
+    """The rows of a results folder by method name (for sessions with one case per method)."""
+    return {row["method"]: row for row in result_rows(folder)}
