@@ -461,6 +461,8 @@ def main() -> None:
               f"with the subject load spread over the set, {case_s + load_s / n:.3f} s")
         print(f"  overhead (everything but fine-tuning, subject load shared): {100 * overhead:.1f}% of a case "
               f"(target <= {100 * OVERHEAD_TARGET:.0f}%){'' if overhead <= OVERHEAD_TARGET else '  ABOVE TARGET'}")
+        print("  (a row's finetune_seconds include the DataLoader's per-sample decoding and transforms, so this overhead "
+              "is a lower bound of the issue's 'everything but the fine-tuning compute'; --profile splits it)")
         print(f"  {machine_info()}")
 
 
