@@ -23,10 +23,10 @@ import os
 import resource
 import stat
 import sys
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Iterator, NamedTuple, Sequence
 
 LEVEL_LANDLOCK = "process+landlock"
 LEVEL_PROCESS = "process"
@@ -70,33 +70,31 @@ class _CapData(ctypes.Structure):
     _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
 
 
-class _Grant(NamedTuple):
-    """One path rule: the path is kept only to name it in an error."""
-
-    path: str
-    fd: int
-    rights: int
+_NO_CAPABILITIES = (_CapHeader(_CAPABILITY_VERSION_3, 0), (_CapData * 2)())  # capset's arguments: all sets empty
 
 
 @cache
 def _libc() -> ctypes.CDLL:
-    """Loaded once, in the server: a forked child inherits it, so apply() pays no dlopen."""
+    """Loaded and typed once, in the server: a forked child inherits the resolved functions and pays no
+    symbol lookup. Every argument of the variadic ``syscall`` and ``prctl`` goes as a full C long, as the
+    kernel reads them."""
     libc = ctypes.CDLL(None, use_errno=True)
-    libc.syscall.restype = ctypes.c_long
+    libc.syscall.restype, libc.syscall.argtypes = ctypes.c_long, (ctypes.c_long,) * 5
+    libc.prctl.restype, libc.prctl.argtypes = ctypes.c_int, (ctypes.c_int,) + (ctypes.c_ulong,) * 4
+    libc.capset.argtypes = (ctypes.c_void_p, ctypes.c_void_p)
     return libc
 
 
+def _error(what: str) -> OSError:
+    """An OSError naming the call that failed, so a child that cannot be walled says why."""
+    code = ctypes.get_errno()
+    return OSError(code, f"walls: {what} failed: {os.strerror(code)}")
+
+
 def _check(result: int, what: str) -> int:
-    """Turn a C-style -1 into an OSError naming the call, so a child that cannot be walled says why."""
     if result < 0:
-        code = ctypes.get_errno()
-        raise OSError(code, f"walls: {what} failed: {os.strerror(code)}")
+        raise _error(what)
     return result
-
-
-def _syscall(number: int, *args: object) -> int:
-    """Integers go as C longs: ``syscall`` is variadic and reads each argument as a full register."""
-    return _libc().syscall(ctypes.c_long(number), *(ctypes.c_long(a) if isinstance(a, int) else a for a in args))
 
 
 def landlock_abi() -> int:
@@ -105,8 +103,8 @@ def landlock_abi() -> int:
     if sys.platform != "linux":
         return 0
     try:
-        return max(_syscall(_SYS_CREATE_RULESET, None, 0, _CREATE_RULESET_VERSION), 0)
-    except Exception:  # no libc, no syscall(): no Landlock either
+        return max(_libc().syscall(_SYS_CREATE_RULESET, 0, 0, _CREATE_RULESET_VERSION, 0), 0)
+    except Exception:  # noqa: BLE001  (no libc, no syscall(): no Landlock either)
         return 0
 
 
@@ -123,10 +121,9 @@ def _drop_privileges() -> None:
     memory limit (CAP_SYS_RESOURCE) or open raw sockets around the TCP rules (CAP_NET_RAW). With
     no_new_privs set, nothing it executes gets capabilities back, not even as uid 0."""
     libc = _libc()
-    _check(libc.prctl(_PR_SET_NO_NEW_PRIVS, ctypes.c_ulong(1), ctypes.c_ulong(0), ctypes.c_ulong(0),
-                      ctypes.c_ulong(0)), "prctl(PR_SET_NO_NEW_PRIVS)")
-    header, data = _CapHeader(_CAPABILITY_VERSION_3, 0), (_CapData * 2)()
-    _check(libc.capset(ctypes.byref(header), data), "capset (dropping all capabilities)")
+    _check(libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)")
+    header, data = _NO_CAPABILITIES
+    _check(libc.capset(ctypes.byref(header), ctypes.byref(data)), "capset (dropping all capabilities)")
 
 
 def _handled_fs(abi: int) -> int:
@@ -181,13 +178,70 @@ def _planned_grants(hidden: Sequence[Path]) -> list[tuple[str, int]]:
     return reads + [(d, _DEVICE) for d in devices if os.path.exists(d)]
 
 
-def _open_grant(path: str, rights: int, handled: int) -> _Grant:
+def _open_grant(path: str, rights: int, handled: int) -> tuple[int, int]:
     """An O_PATH descriptor (inherited by forked children, not by exec'd programs) and the rights that fit
     what it turned out to be: a rule on a file may carry no directory right."""
     fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
     if not stat.S_ISDIR(os.fstat(fd).st_mode):
         rights &= _FILE_ONLY
-    return _Grant(path, fd, rights & handled)
+    return fd, rights & handled
+
+
+@dataclass
+class _Prepared:
+    """What the server builds for a Landlock child. The rule structs sit in one contiguous array: a
+    forked child pays a copy-on-write page fault per page of Python objects it touches, so reading one
+    array costs a page or two where separate objects cost about one fault per rule."""
+
+    paths: list[str]  # to name a rule in an error
+    fds: list[int]
+    rules: ctypes.Array[_PathBeneathAttr]
+    ruleset: _RulesetAttr
+    ruleset_size: int
+
+    @classmethod
+    def open(cls, hidden: Sequence[Path], abi: int) -> _Prepared:
+        """Open a descriptor per planned rule; entries that vanish meanwhile are skipped (an ungranted path
+        is unreadable, never leaked)."""
+        handled, paths, opened = _handled_fs(abi), [], []
+        try:
+            for path, rights in _planned_grants(hidden):
+                try:
+                    opened.append(_open_grant(path, rights, handled))
+                except FileNotFoundError:
+                    continue
+                paths.append(path)
+        except BaseException:
+            for fd, _ in opened:
+                os.close(fd)
+            raise
+        rules = (_PathBeneathAttr * len(opened))(*(_PathBeneathAttr(rights, fd) for fd, rights in opened))
+        return cls(paths, [fd for fd, _ in opened], rules, *_ruleset_attr(abi))
+
+    def restrict(self, writable: Path, handled: int) -> None:
+        """Create the ruleset, add the prepared rules and one for the writable folder, and enter it."""
+        syscall = _libc().syscall
+        ruleset = _check(syscall(_SYS_CREATE_RULESET, ctypes.addressof(self.ruleset), self.ruleset_size, 0, 0),
+                         "landlock_create_ruleset")
+        try:
+            writable_fd = os.open(writable, os.O_PATH | os.O_CLOEXEC | os.O_DIRECTORY)
+            try:
+                own = _PathBeneathAttr(handled, writable_fd)
+                if syscall(_SYS_ADD_RULE, ruleset, _RULE_PATH_BENEATH, ctypes.addressof(own), 0) < 0:
+                    raise _error(f"landlock_add_rule({str(writable)!r}), the writable folder")
+            finally:
+                os.close(writable_fd)
+            start, size = ctypes.addressof(self.rules), ctypes.sizeof(_PathBeneathAttr)
+            for index, address in enumerate(range(start, start + len(self.fds) * size, size)):
+                if syscall(_SYS_ADD_RULE, ruleset, _RULE_PATH_BENEATH, address, 0) < 0:
+                    raise _error(f"landlock_add_rule({self.paths[index]!r})")
+            _check(syscall(_SYS_RESTRICT_SELF, ruleset, 0, 0, 0), "landlock_restrict_self")
+        finally:
+            os.close(ruleset)
+
+    def close(self) -> None:
+        for fd in self.fds:
+            os.close(fd)
 
 
 @dataclass
@@ -197,61 +251,35 @@ class Walls:
     level: str  # what apply() achieves: LEVEL_LANDLOCK, or LEVEL_PROCESS without Landlock
     abi: int  # the Landlock ABI the walls use; 0 at LEVEL_PROCESS
     rules: int  # path rules prepared (apply() adds one for the writable folder)
-    _grants: list[_Grant] | None = field(default_factory=list, repr=False)  # None once closed
+    _prepared: _Prepared | None = field(default=None, repr=False)  # None at LEVEL_PROCESS
+    _closed: bool = field(default=False, repr=False)
 
     @classmethod
     def prepare(cls, hidden: Sequence[Path] = (), landlock: bool = True) -> Walls:
-        """Do the slow part once: list the directories around hidden paths and open a descriptor per rule.
-        Entries that vanish meanwhile are skipped: an ungranted path is unreadable, never leaked."""
+        """Do the slow part once, in the server: list the directories around hidden paths, open a
+        descriptor and build a struct per rule."""
         abi = landlock_abi() if landlock else 0
         if abi == 0:
             return cls(LEVEL_PROCESS, 0, 0)
-        handled, grants = _handled_fs(abi), []
-        try:
-            for path, rights in _planned_grants(hidden):
-                try:
-                    grants.append(_open_grant(path, rights, handled))
-                except FileNotFoundError:
-                    continue
-        except BaseException:
-            for grant in grants:
-                os.close(grant.fd)
-            raise
-        return cls(LEVEL_LANDLOCK, abi, len(grants), grants)
+        prepared = _Prepared.open(hidden, abi)
+        return cls(LEVEL_LANDLOCK, abi, len(prepared.fds), prepared)
 
     def apply(self, writable: Path, max_memory_bytes: int | None = None) -> str:
         """Wall in this process for good (call it in the child, before any method code); returns the level.
         Raises OSError when the walls cannot be raised: such a child must not run the method."""
-        if self._grants is None:
+        if self._closed:
             raise OSError(errno.EBADF, "walls: apply() after close()")
         if max_memory_bytes is not None:
             limit_memory(max_memory_bytes)
         _drop_privileges()
-        if self.level == LEVEL_LANDLOCK:
-            self._restrict(Path(writable))
+        if self._prepared is not None:
+            self._prepared.restrict(Path(writable), _handled_fs(self.abi))
         self.close()
         return self.level
 
-    def _restrict(self, writable: Path) -> None:
-        """Build the ruleset from the inherited descriptors plus the writable folder, and enter it."""
-        attr, size = _ruleset_attr(self.abi)
-        ruleset = _check(_syscall(_SYS_CREATE_RULESET, ctypes.byref(attr), size, 0), "landlock_create_ruleset")
-        try:
-            writable_fd = os.open(writable, os.O_PATH | os.O_CLOEXEC | os.O_DIRECTORY)
-            try:
-                for grant in [*self._grants, _Grant(str(writable), writable_fd, _handled_fs(self.abi))]:
-                    rule = _PathBeneathAttr(grant.rights, grant.fd)
-                    _check(_syscall(_SYS_ADD_RULE, ruleset, _RULE_PATH_BENEATH, ctypes.byref(rule), 0),
-                           f"landlock_add_rule({grant.path!r})")
-            finally:
-                os.close(writable_fd)
-            _check(_syscall(_SYS_RESTRICT_SELF, ruleset, 0), "landlock_restrict_self")
-        finally:
-            os.close(ruleset)
-
     def close(self) -> None:
         """Close the prepared descriptors: in the server at shutdown, and in each child once walled (apply()
-        does it), so method code does not hold handles on the file system. Idempotent."""
-        for grant in self._grants or ():
-            os.close(grant.fd)
-        self._grants = None
+        does it), so method code holds no handles on the file system. Idempotent."""
+        if self._prepared is not None and not self._closed:
+            self._prepared.close()
+        self._closed = True

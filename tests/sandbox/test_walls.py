@@ -16,13 +16,19 @@ import subprocess
 import sys
 import tempfile
 import traceback
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 import torch
 
-from pytest_shrinkbench.sandbox.walls import LEVEL_LANDLOCK, LEVEL_PROCESS, Walls, landlock_abi
+from pytest_shrinkbench.sandbox.walls import (
+    LEVEL_LANDLOCK,
+    LEVEL_PROCESS,
+    Walls,
+    landlock_abi,
+)
 
 ABI = landlock_abi()
 REPO = Path(__file__).resolve().parents[2]
@@ -45,7 +51,7 @@ def forked(body: Callable[[], Any]) -> Any:
         os.close(read_end)
         try:
             report = ("ok", body())
-        except BaseException:
+        except BaseException:  # noqa: BLE001  (whatever happens, report it: never unwind into pytest)
             report = ("crashed", traceback.format_exc())
         with os.fdopen(write_end, "wb") as pipe:
             pickle.dump(report, pipe)
@@ -73,7 +79,7 @@ def outcomes(**attempts: Callable[[], Any]) -> Callable[[], dict[str, str]]:
             try:
                 attempt()
                 results[name] = "ok"
-            except Exception as error:
+            except Exception as error:  # noqa: BLE001  (the exception is the outcome)
                 results[name] = type(error).__name__
         return results
 
@@ -81,7 +87,7 @@ def outcomes(**attempts: Callable[[], Any]) -> Callable[[], dict[str, str]]:
 
 
 def shell(command: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=30)
+    return subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=30, check=False)
 
 
 @pytest.fixture(scope="module")
@@ -178,7 +184,7 @@ def test_subprocesses_inherit_the_network_walls(walls: Walls, writable: Path) ->
     with socket.create_server(("127.0.0.1", 0)) as server:
         code = f"import socket; socket.create_connection(('127.0.0.1', {server.getsockname()[1]}), timeout=5)"
         done = walled(walls, writable, lambda: subprocess.run(
-            [sys.executable, "-c", code], capture_output=True, text=True, timeout=30))["result"]
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=False))["result"]
     assert done.returncode != 0 and "PermissionError" in done.stderr
 
 
