@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 import torch
 
+from pytest_shrinkbench.sandbox import walls as walls_module
 from pytest_shrinkbench.sandbox.walls import (
     LEVEL_LANDLOCK,
     LEVEL_PROCESS,
@@ -123,6 +124,8 @@ def test_a_method_writes_its_own_folder_and_nowhere_else(walls: Walls, site: Pat
         report = walled(walls, writable, outcomes(
             own_folder=lambda: (writable / "scratch.pt").write_bytes(b"x"),
             own_subfolder=lambda: (writable / "sub").mkdir() or (writable / "sub/f").write_text("x"),
+            dev_null=lambda: Path("/dev/null").write_text("discarded"),  # as logging and CUDA do
+            dev_urandom=lambda: Path("/dev/urandom").open("r+b").read(8),
             other_case=lambda: (site / "cases/other-case/f").write_text("x"),
             beside_own_folder=lambda: (site / "cases/f").write_text("x"),
             key_folder=lambda: (site / "secrets/new.key").write_text("x"),
@@ -135,7 +138,7 @@ def test_a_method_writes_its_own_folder_and_nowhere_else(walls: Walls, site: Pat
         probe.unlink(missing_ok=True)
     assert report["level"] == LEVEL_LANDLOCK
     results = report["result"]
-    assert results.pop("own_folder") == results.pop("own_subfolder") == "ok"
+    assert [results.pop(k) for k in ("own_folder", "own_subfolder", "dev_null", "dev_urandom")] == ["ok"] * 4
     assert results == dict.fromkeys(results, "PermissionError")
     assert (writable / "sub/f").read_text() == "x"
     assert (site / "store/results.jsonl").read_text() == '{"row": 1}\n'
@@ -145,6 +148,8 @@ def test_a_method_writes_its_own_folder_and_nowhere_else(walls: Walls, site: Pat
 def test_the_signing_key_is_hidden_and_the_rest_readable(walls: Walls, site: Path, writable: Path) -> None:
     results = walled(walls, writable, outcomes(
         key=lambda: (site / "secrets/signing.key").read_text(),
+        key_via_own_proc_root=lambda: Path(f"/proc/self/root{site}/secrets/signing.key").read_text(),
+        key_via_parent_proc_root=lambda: Path(f"/proc/{os.getppid()}/root{site}/secrets/signing.key").read_text(),
         key_neighbour=lambda: (site / "secrets/README").read_text(),
         key_folder_listing=lambda: os.listdir(site / "secrets"),
         torch_source=lambda: Path(torch.__file__).read_text(),
@@ -152,7 +157,8 @@ def test_the_signing_key_is_hidden_and_the_rest_readable(walls: Walls, site: Pat
         root_listing=lambda: os.listdir("/"),
         store=lambda: (site / "store/results.jsonl").read_text(),
     ))["result"]
-    assert results.pop("key") == "PermissionError"
+    assert [results.pop(k) for k in ("key", "key_via_own_proc_root", "key_via_parent_proc_root")] == [
+        "PermissionError"] * 3
     assert results == dict.fromkeys(results, "ok")  # listing the key's folder shows names, never contents
     assert (site / "secrets/signing.key").read_text() == "the key"  # hidden from the child only
 
@@ -300,6 +306,15 @@ def test_the_walled_child_still_runs_torch(walls: Walls, writable: Path) -> None
     assert walled(walls, writable, matmul)["result"] == 64.0**3
 
 
+def test_the_walled_child_keeps_no_handles_from_the_server(walls: Walls, writable: Path) -> None:
+    def attempt() -> int:
+        before = set(os.listdir("/proc/self/fd"))
+        walls.apply(writable)
+        return len(before - set(os.listdir("/proc/self/fd")))
+
+    assert forked(attempt) == walls.rules
+
+
 def test_a_child_that_cannot_be_walled_refuses_to_run(walls: Walls, site: Path) -> None:
     def attempt() -> str:
         try:
@@ -309,3 +324,27 @@ def test_a_child_that_cannot_be_walled_refuses_to_run(walls: Walls, site: Path) 
         return "walled, and the method would have run"
 
     assert "missing" in forked(attempt)
+
+
+@pytest.mark.parametrize("abi", range(1, 7))
+def test_an_older_kernel_gets_the_walls_its_abi_knows(
+    abi: int, site: Path, writable: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Simulated on this kernel: a ruleset naming only an older ABI's rights still walls writes and the
+    key; truncation by path is open below ABI 3, TCP below 4, signals below 6 (the documented limits)."""
+    victim = site / "store" / f"truncatable-{abi}"
+    victim.write_text("row")
+    monkeypatch.setattr(walls_module, "landlock_abi", lambda: abi)
+    older = Walls.prepare(hidden=[site / "secrets/signing.key"])
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        results = walled(older, writable, outcomes(
+            write=lambda: (site / "store/results.jsonl").open("a").write("forged\n"),
+            key=lambda: (site / "secrets/signing.key").read_text(),
+            truncate=lambda: os.truncate(victim, 0),
+            connect=lambda: socket.create_connection(server.getsockname(), timeout=5).close(),
+            signal=lambda: os.kill(os.getppid(), 0),
+        ))["result"]
+    older.close()
+    walled_from = {"truncate": 3, "connect": 4, "signal": 6}
+    assert results == {"write": "PermissionError", "key": "PermissionError",
+                       **{k: "PermissionError" if abi >= v else "ok" for k, v in walled_from.items()}}
