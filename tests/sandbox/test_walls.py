@@ -125,7 +125,7 @@ def test_a_method_writes_its_own_folder_and_nowhere_else(walls: Walls, site: Pat
             own_folder=lambda: (writable / "scratch.pt").write_bytes(b"x"),
             own_subfolder=lambda: (writable / "sub").mkdir() or (writable / "sub/f").write_text("x"),
             dev_null=lambda: Path("/dev/null").write_text("discarded"),  # as logging and CUDA do
-            dev_urandom=lambda: Path("/dev/urandom").open("r+b").read(8),
+            dev_urandom=lambda: os.read(os.open("/dev/urandom", os.O_RDWR), 8),
             other_case=lambda: (site / "cases/other-case/f").write_text("x"),
             beside_own_folder=lambda: (site / "cases/f").write_text("x"),
             key_folder=lambda: (site / "secrets/new.key").write_text("x"),
