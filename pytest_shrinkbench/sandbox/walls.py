@@ -23,6 +23,7 @@ import os
 import resource
 import stat
 import sys
+import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -266,7 +267,10 @@ class Walls:
 
     def apply(self, writable: Path, max_memory_bytes: int | None = None) -> str:
         """Wall in this process for good (call it in the child, before any method code); returns the level.
-        Raises OSError when the walls cannot be raised: such a child must not run the method."""
+        Raises OSError when the walls cannot be raised: such a child must not run the method.
+
+        Also points TMPDIR and :mod:`tempfile` at ``writable``, the one place the child may write: the
+        default /tmp is walled off, and torch's import (among others) fails without a usable temp dir."""
         if self._closed:
             raise OSError(errno.EBADF, "walls: apply() after close()")
         if max_memory_bytes is not None:
@@ -275,6 +279,8 @@ class Walls:
         if self._prepared is not None:
             self._prepared.restrict(Path(writable), _handled_fs(self.abi))
         self.close()
+        os.environ["TMPDIR"] = str(writable)  # for subprocesses
+        tempfile.tempdir = None  # forget a temp dir the server may have settled on
         return self.level
 
     def close(self) -> None:

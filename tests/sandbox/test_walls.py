@@ -298,12 +298,23 @@ def test_symlinks_and_several_hidden_paths_do_not_leak(tmp_path: Path, writable:
                        "second_key_neighbour": "ok", "plain": "ok", "plain_via_ancestor_link": "ok"}
 
 
-def test_the_walled_child_still_runs_torch(walls: Walls, writable: Path) -> None:
-    def matmul() -> float:
+def test_the_walled_child_still_runs_torch_and_has_a_temp_dir(walls: Walls, writable: Path) -> None:
+    def attempt() -> dict[str, Any]:
         torch.set_num_threads(1)  # the pool of a forked process is unsafe; the harness pins one thread anyway
-        return (torch.ones(64, 64) @ torch.ones(64, 64)).sum().item()
+        with tempfile.NamedTemporaryFile() as scratch:
+            return {
+                "matmul": (torch.ones(64, 64) @ torch.ones(64, 64)).sum().item(),
+                "temp_file": scratch.name,
+                # torch's import needs a usable temp dir: a fresh interpreter must find one too
+                "subprocess_temp_dir": subprocess.run(
+                    [sys.executable, "-c", "import tempfile; print(tempfile.gettempdir())"],
+                    capture_output=True, text=True, timeout=30, check=True).stdout.strip(),
+            }
 
-    assert walled(walls, writable, matmul)["result"] == 64.0**3
+    tempfile.gettempdir()  # the pytest process settles on /tmp, as a fork server would
+    report = walled(walls, writable, attempt)["result"]
+    assert report["matmul"] == 64.0**3
+    assert Path(report["temp_file"]).parent == writable and report["subprocess_temp_dir"] == str(writable)
 
 
 def test_the_walled_child_keeps_no_handles_from_the_server(walls: Walls, writable: Path) -> None:
