@@ -45,11 +45,13 @@ pytestmark = needs_abi(1, "walling the file system")
 
 def forked(body: Callable[[], Any]) -> Any:
     """Run ``body`` in a forked child and return what it returned (a crash fails the test with the
-    child's traceback). The child never returns into pytest."""
+    child's traceback). The child never returns into pytest, and runs torch on one thread: the OpenMP
+    pool of a process that forked after using it deadlocks (the harness pins one thread per case anyway)."""
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:
         os.close(read_end)
+        torch.set_num_threads(1)
         try:
             report = ("ok", body())
         except BaseException:  # noqa: BLE001  (whatever happens, report it: never unwind into pytest)
@@ -300,7 +302,6 @@ def test_symlinks_and_several_hidden_paths_do_not_leak(tmp_path: Path, writable:
 
 def test_the_walled_child_still_runs_torch_and_has_a_temp_dir(walls: Walls, writable: Path) -> None:
     def attempt() -> dict[str, Any]:
-        torch.set_num_threads(1)  # the pool of a forked process is unsafe; the harness pins one thread anyway
         with tempfile.NamedTemporaryFile() as scratch:
             return {
                 "matmul": (torch.ones(64, 64) @ torch.ones(64, 64)).sum().item(),
