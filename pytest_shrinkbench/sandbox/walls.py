@@ -171,6 +171,8 @@ def _planned_grants(hidden: Sequence[Path]) -> list[tuple[str, int]]:
     """Paths and rights to grant, before descriptors are opened. A hidden path that does not exist yet
     stops the walk at its nearest existing ancestor, so whatever is created there later stays unreadable."""
     resolved = [Path(h).resolve() for h in hidden]
+    if Path("/") in resolved:
+        raise ValueError("walls: hiding / would leave nothing to read")
     if not resolved:
         reads = [("/", _READ)]
     else:  # READ_DIR from / down: the ancestors of hidden paths can be listed (names only, not contents)

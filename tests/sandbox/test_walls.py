@@ -360,3 +360,8 @@ def test_an_older_kernel_gets_the_walls_its_abi_knows(
     walled_from = {"truncate": 3, "connect": 4, "signal": 6}
     assert results == {"write": "PermissionError", "key": "PermissionError",
                        **{k: "PermissionError" if abi >= v else "ok" for k, v in walled_from.items()}}
+
+
+def test_hiding_the_root_is_refused() -> None:
+    with pytest.raises(ValueError, match="hiding /"):
+        Walls.prepare(hidden=[Path("/tmp/..")])
