@@ -7,9 +7,8 @@ the ruleset well under 1 ms per case.
 The script prepares :class:`Walls` once (one hidden file under a temporary folder, as a results store's
 signing key), then forks N children one after another; each times ``apply()`` (Landlock ruleset, memory
 cap, privileges dropped) with ``time.perf_counter_ns`` and sends the duration back through a pipe, with
-the page faults counted meanwhile. For
-reference it also times a bare ``os.fork()`` + ``os._exit`` round trip of the same process, which imports
-torch first so that its address space resembles the fork server's.
+the page faults counted meanwhile. For reference it also times a bare ``os.fork()`` + ``os._exit`` round
+trip of the same process, which imports torch first so that its address space resembles the fork server's.
 
 It is a measurement, not a gate: it exits 0 and prints "ABOVE TARGET" if the median misses 1 ms.
 Run from anywhere::
