@@ -8,12 +8,13 @@ The script prepares :class:`Walls` once (one hidden file under a temporary folde
 signing key), then forks N children one after another; each times ``apply()`` (Landlock ruleset, memory
 cap, privileges dropped) with ``time.perf_counter_ns`` and sends the duration back through a pipe, with
 the page faults counted meanwhile. For reference it also times a bare ``os.fork()`` + ``os._exit`` round
-trip of the same process, which imports torch first so that its address space resembles the fork server's.
+trip of the same process, which imports torch first so that its address space resembles the fork server's,
+and the cost of walls that hide nothing (the part that does not grow with the number of rules).
 
 It is a measurement, not a gate: it exits 0 and prints "ABOVE TARGET" if the median misses 1 ms.
 Run from anywhere::
 
-    python benchmarks/bench_walls.py [-n 200]
+    python benchmarks/bench_walls.py [-n 200] [--dir FOLDER]
 
 Not a test: pytest collects only ``test_*.py`` from ``benchmarks/``.
 """
@@ -76,24 +77,32 @@ def summary(name: str, durations_ns: Sequence[int]) -> str:
     return f"{name}: min {min(micro):.1f} µs, median {statistics.median(micro):.1f} µs, max {max(micro):.1f} µs"
 
 
+def measure(walls: Walls, root: Path, count: int, label: str) -> None:
+    """Apply ``walls`` in ``count`` children, each with its own writable folder, and print the spread."""
+    writables = [Path(tempfile.mkdtemp(dir=root)) for _ in range(count)]
+    applied, faults = zip(*(timed_apply(walls, writable) for writable in writables))
+    walls.close()
+    above = "  ABOVE TARGET" if statistics.median(applied) / 1000 > TARGET_US else ""
+    print(f"{label}: {walls.rules} prepared path rules (+1 writable), Landlock ABI {walls.abi}, level {walls.level}")
+    print("  " + summary(f"apply() in {count} children", applied) + above)
+    print(f"  page faults during apply(): median {statistics.median(faults):.0f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=200, help="children to fork (default 200)")
-    count = parser.parse_args().n
-    with tempfile.TemporaryDirectory() as root:
+    parser.add_argument("--dir", type=Path, default=None,
+                        help="where the temporary folder holding the key goes (default: the system temp dir); "
+                             "each entry beside it and beside its ancestors is one more rule")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(dir=args.dir) as root:
         key = Path(root) / "store" / "signing.key"
         key.parent.mkdir()
         key.write_text("secret")
-        walls = Walls.prepare(hidden=[key])
-        print(f"level {walls.level}, Landlock ABI {walls.abi}, {walls.rules} prepared path rules (+1 writable)")
-        writables = [Path(tempfile.mkdtemp(dir=root)) for _ in range(count)]
-        applied, faults = zip(*(timed_apply(walls, writable) for writable in writables))
-        walls.close()
-    bare = [timed_bare_fork() for _ in range(count)]
-    median_us = statistics.median(applied) / 1000
-    print(summary(f"apply() in {count} children", applied) + ("  ABOVE TARGET" if median_us > TARGET_US else ""))
-    print(f"page faults during apply(): median {statistics.median(faults):.0f}")
-    print(summary(f"bare fork + _exit round trip, {count} times (reference)", bare))
+        measure(Walls.prepare(hidden=[key]), Path(root), args.n, f"one hidden key, {key}")
+        measure(Walls.prepare(), Path(root), args.n, "nothing hidden (the fixed cost)")
+    bare = [timed_bare_fork() for _ in range(args.n)]
+    print(summary(f"bare fork + _exit round trip, {args.n} times (reference)", bare))
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cache
+from itertools import groupby
 from pathlib import Path
 
 LEVEL_LANDLOCK = "process+landlock"
@@ -140,17 +141,13 @@ def _ruleset_attr(abi: int) -> tuple[_RulesetAttr, int]:
     return _RulesetAttr(_handled_fs(abi), net, scoped), size
 
 
-def _touches(target: Path, hidden: Sequence[Path]) -> bool:
-    """Whether ``target`` is, contains or lies in a hidden path."""
-    return any(target == h or target in h.parents or h in target.parents for h in hidden)
-
-
 def _reveals(link: Path, hidden: Sequence[Path]) -> bool:
-    """A rule follows a symlink to its target: a link into (or above) a hidden path would grant it."""
+    """A rule follows a symlink to its target: a link to, into or above a hidden path would grant it."""
     try:
-        return _touches(link.resolve(), hidden)
+        target = link.resolve()
     except (OSError, RuntimeError):  # a loop: nothing sensible to grant
         return True
+    return any(target == h or target in h.parents or h in target.parents for h in hidden)
 
 
 def _read_grants_under(directory: Path, hidden: Sequence[Path], every_hidden: Sequence[Path]) -> Iterator[str]:
@@ -190,6 +187,12 @@ def _open_grant(path: str, rights: int, handled: int) -> tuple[int, int]:
     return fd, rights & handled
 
 
+def _runs(numbers: Sequence[int]) -> list[tuple[int, int]]:
+    """(first, last) of each run of consecutive numbers: descriptors opened in a row form one run."""
+    groups = [list(g) for _, g in groupby(enumerate(sorted(numbers)), key=lambda pair: pair[1] - pair[0])]
+    return [(group[0][1], group[-1][1]) for group in groups]
+
+
 @dataclass
 class _Prepared:
     """What the server builds for a Landlock child. The rule structs sit in one contiguous array: a
@@ -197,7 +200,7 @@ class _Prepared:
     array costs a page or two where separate objects cost about one fault per rule."""
 
     paths: list[str]  # to name a rule in an error
-    fds: list[int]
+    fd_runs: list[tuple[int, int]]  # the descriptors, as runs of consecutive numbers to close at once
     rules: ctypes.Array[_PathBeneathAttr]
     ruleset: _RulesetAttr
     ruleset_size: int
@@ -219,7 +222,7 @@ class _Prepared:
                 os.close(fd)
             raise
         rules = (_PathBeneathAttr * len(opened))(*(_PathBeneathAttr(rights, fd) for fd, rights in opened))
-        return cls(paths, [fd for fd, _ in opened], rules, *_ruleset_attr(abi))
+        return cls(paths, _runs([fd for fd, _ in opened]), rules, *_ruleset_attr(abi))
 
     def restrict(self, writable: Path, handled: int) -> None:
         """Create the ruleset, add the prepared rules and one for the writable folder, and enter it."""
@@ -235,7 +238,7 @@ class _Prepared:
             finally:
                 os.close(writable_fd)
             start, size = ctypes.addressof(self.rules), ctypes.sizeof(_PathBeneathAttr)
-            for index, address in enumerate(range(start, start + len(self.fds) * size, size)):
+            for index, address in enumerate(range(start, start + len(self.paths) * size, size)):
                 if syscall(_SYS_ADD_RULE, ruleset, _RULE_PATH_BENEATH, address, 0) < 0:
                     raise _error(f"landlock_add_rule({self.paths[index]!r})")
             _check(syscall(_SYS_RESTRICT_SELF, ruleset, 0, 0, 0), "landlock_restrict_self")
@@ -243,8 +246,9 @@ class _Prepared:
             os.close(ruleset)
 
     def close(self) -> None:
-        for fd in self.fds:
-            os.close(fd)
+        """A few close_range calls rather than one close per rule; a run holds only our descriptors."""
+        for first, last in self.fd_runs:
+            os.closerange(first, last + 1)
 
 
 @dataclass
@@ -265,7 +269,7 @@ class Walls:
         if abi == 0:
             return cls(LEVEL_PROCESS, 0, 0)
         prepared = _Prepared.open(hidden, abi)
-        return cls(LEVEL_LANDLOCK, abi, len(prepared.fds), prepared)
+        return cls(LEVEL_LANDLOCK, abi, len(prepared.paths), prepared)
 
     def apply(self, writable: Path, max_memory_bytes: int | None = None) -> str:
         """Wall in this process for good (call it in the child, before any method code); returns the level.
