@@ -12,7 +12,7 @@ import json
 import platform
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 
@@ -104,8 +104,32 @@ def coordinates(row: dict[str, Any]) -> tuple:
     return (row.get("suite"), row.get("method"), normal("ratio", row.get("ratio")), normal("seed", row.get("seed")))
 
 
+def state_digest(state: Mapping[str, torch.Tensor]) -> str:
+    """A model's identity: sha256 (hex) of its tensors' names, dtypes, shapes and bytes, in sorted-name order.
+
+    Never a file's bytes: ``torch.save`` writes the archive under a folder named after the file, so the
+    same weights saved under two names (or through a temporary file named by process id) hash apart,
+    and a fresh cache, a CI runner or a cluster node would reuse nothing. Hashing the tensors gives the
+    same identity to the same weights wherever and however they were saved. Each tensor is framed by a
+    header that states its byte count, so no two different states can share a byte stream. Bytes are
+    taken as the machine stores them (little-endian on every platform torch ships for).
+    """
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach()
+        if tensor.layout != torch.strided:
+            raise ValueError(f"state entry {name!r} is a {tensor.layout} tensor: only dense tensors have an identity here")
+        flat = tensor.to("cpu").contiguous().reshape(-1)
+        data = flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b""
+        header = json.dumps([name, str(tensor.dtype).removeprefix("torch."), list(tensor.shape), len(data)])
+        digest.update(header.encode() + b"\n")
+        digest.update(data)
+    return digest.hexdigest()
+
+
 def file_sha256(path: Path) -> str:
-    """sha256 of a file's bytes (for files given by a user, whose bytes are what they name)."""
+    """sha256 of a file's bytes: the integrity check of downloaded files whose names carry a hash (torch hub).
+    Never a model's identity (see :func:`state_digest`)."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):

@@ -2,9 +2,11 @@
 
 One checkpoint for a suite replaces its base weights. Several make the checkpoint an axis: every
 case runs once per checkpoint, tagged in its test id with ``w`` and the first 8 hex digits of the
-file's sha256 (``...-x8-seed0-w3f2a9c1d``), which reproduces the ShrinkBench paper's "weights A vs
-weights B" experiment. Tags come from the files' contents, so they do not depend on the order the
-options were given in, and every xdist worker computes the same ones.
+checkpoint's identity (``...-x8-seed0-w3f2a9c1d``), which reproduces the ShrinkBench paper's "weights A
+vs weights B" experiment. The identity is the hash of the file's tensors
+(:func:`~pytest_shrinkbench.identity.state_digest`), not of its bytes: tags do not depend on the order
+the options were given in, nor on where or under what name a checkpoint was saved, and every xdist
+worker and every machine computes the same ones.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Container, Iterable
 
-from ..identity import file_sha256
+from ..identity import file_sha256, state_digest
+from .subject import read_state
 
 TAG_DIGITS = 8
 
@@ -32,7 +35,11 @@ def parse_weights(
     entries: Iterable[str], resolve: Callable[[str], Path], known_suites: Container[str]
 ) -> dict[str, tuple[Checkpoint, ...]]:
     """``SUITE=PATH`` entries → checkpoints per suite, in the order given. Raises ValueError on a
-    malformed entry, an unknown suite, a missing or unreadable file, or the same file twice."""
+    malformed entry, an unknown suite, a missing or unreadable file, or the same weights twice.
+
+    A file that ``torch.load(weights_only=True)`` refuses (a pickle that would run code, not a torch
+    file) is not a usage error: it is tagged by its bytes, and its suite's cases fail with the reason
+    when they load it, so the session's other suites still run."""
     found: dict[str, list[Checkpoint]] = {}
     for entry in entries:
         suite, sep, raw = (part.strip() for part in entry.partition("="))
@@ -43,15 +50,24 @@ def parse_weights(
         path = resolve(raw)
         if not path.is_file():
             raise ValueError(f"--shrink-weights {entry!r}: no file {path}")
-        try:
-            sha = file_sha256(path)
-        except OSError as exc:
-            raise ValueError(f"--shrink-weights {entry!r}: cannot read {path}: {exc}") from None
+        sha = _identity(path, entry)
         same = [c for c in found.get(suite, []) if c.sha256 == sha]
         if same:
-            raise ValueError(f"--shrink-weights: {path} and {same[0].path} are the same checkpoint (sha256 {sha[:16]}...) for {suite}")
+            raise ValueError(f"--shrink-weights: {path} and {same[0].path} are the same checkpoint (tensors hash {sha[:16]}...) for {suite}")
         found.setdefault(suite, []).append(Checkpoint(suite, path, sha))
     return {
         suite: tuple(Checkpoint(c.suite, c.path, c.sha256, f"w{c.sha256[:TAG_DIGITS]}" if len(given) > 1 else None) for c in given)
         for suite, given in found.items()
     }
+
+
+def _identity(path: Path, entry: str) -> str:
+    """The checkpoint's identity: the hash of its tensors (the same as its subject's), else of its bytes."""
+    try:
+        return state_digest(read_state(path, f"--shrink-weights {entry!r}"))
+    except RuntimeError:
+        pass  # its cases fail with the reason when the suite loads it
+    try:
+        return file_sha256(path)
+    except OSError as exc:
+        raise ValueError(f"--shrink-weights {entry!r}: cannot read {path}: {exc}") from None

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
+import pickle
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -16,13 +18,15 @@ from torch import Tensor, nn
 from torch.utils.data import default_collate
 
 from ..errors import SuiteUnavailable
-from ..identity import file_sha256
+from ..identity import file_sha256, state_digest
 from ..measure.flops import module_flops
 from ..measure.structured import Link, channel_links
 from ..prunable import prunable_modules
 from .registry import SUITES, Splits, Suite
 from .training import evaluate, fit
 
+# What a cache record's "sha256" is a hash of (records without it hold the file's bytes' sha256).
+IDENTITY = "tensors"
 BASE_TRAINING_SEED = 0
 BASE_TRAINING_THREADS = 1
 CHECK_BATCH = 128
@@ -37,7 +41,7 @@ def default_cache_dir() -> Path:
 
 @dataclass
 class Subject:
-    """One suite in one session: data, base weights (with their sha256) and dense FLOPs per layer."""
+    """One suite in one session: data, base weights (with their identity, a hash of their tensors) and dense FLOPs per layer."""
 
     suite: Suite
     data: Splits
@@ -98,6 +102,7 @@ def load_subject(
     *,
     data_root: Path | None = None,
     weights: Path | None = None,
+    readonly: bool = False,
 ) -> Subject:
     """Load the subject of ``suite_name``: its data (under ``data_root`` for suites of data on disk) and base weights.
 
@@ -106,7 +111,9 @@ def load_subject(
     file in the local torch hub cache for ImageNet suites); else the base model the plugin trains with
     the suite's pinned recipe and caches. Training happens under a file lock in the cache dir, so among
     ``-n N`` xdist workers exactly one trains while the others wait and then load the same file. A cached
-    file whose sha256 does not match its record is retrained, never used.
+    file whose tensors do not hash to its record is retrained, never used. With ``readonly`` (a shard of
+    a cluster run, whose base models were prepared once) nothing is trained, locked or written: a missing
+    or unverifiable base model is a ``RuntimeError`` naming the ``prepare`` command to run.
 
     Raises :class:`SuiteUnavailable` (the plugin skips the suite's cases) when the data is absent, or
     when no weights are given or found for a suite the plugin does not train.
@@ -130,21 +137,29 @@ def load_subject(
         return Subject(suite, suite.data(root), state, sha, Path(weights), device)
     data = suite.data(root)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    cache.mkdir(parents=True, exist_ok=True)
     # Suites of data on disk hash their files under the root; user suites (no find_data) hash their datasets.
     fingerprinted = suite.data_fingerprint is not None and (root is not None or suite.find_data is None)
     data_id = suite.data_fingerprint(root) if fingerprinted else ""
     path = cache / f"{suite.name}-{checkpoint_key(suite, data_id)}.pt"
-    record = path.with_suffix(".json")
-    with FileLock(str(path) + ".lock"):
-        sha = _verified_sha(path, record)
-        if sha is None:
-            sha = _train_and_store(suite, data, path, record, device)
-    try:
-        state = torch.load(path, map_location=device, weights_only=True)
-    except Exception as exc:  # weights_only refuses pickles that would run code
-        raise RuntimeError(f"refusing base checkpoint {path} of suite {suite.name!r}: it is not a plain tensor state_dict ({exc})") from exc
-    return Subject(suite, data, state, sha, path, device)
+    if readonly:
+        found = _verified(path, device)
+        if isinstance(found, str):
+            hint = f"pytest-shrinkbench prepare --shrink-suite={suite.name} --shrink-cache={cache}"
+            hint += f" --shrink-data-root={root}" if root is not None else ""
+            raise RuntimeError(f"suite {suite.name}: {found}, and the cache is read-only (--shrink-cache-mode=readonly): "
+                               f"prepare it once with this run's options, e.g. {hint}")
+        return Subject(suite, data, *found, path, device)
+    cache.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock"):  # check-then-train inside the lock: one process trains, the others load
+        found = _verified(path, device)
+        if isinstance(found, str):
+            if path.exists():
+                warnings.warn(f"shrinkbench: {found}; retraining the base model")
+            _train_and_store(suite, data, path, device)
+            found = _verified(path, device)  # read back exactly as every later session will
+            if isinstance(found, str):
+                raise RuntimeError(f"suite {suite.name}: the base model just trained cannot be verified: {found}")
+    return Subject(suite, data, *found, path, device)
 
 
 # Keys under which common training scripts nest the model's state_dict in a checkpoint file.
@@ -152,34 +167,16 @@ NESTED_STATE_KEYS = ("state_dict", "model_state_dict", "model")
 
 
 def load_checkpoint(path: Path, suite: Suite, device: torch.device | str = "cpu") -> tuple[dict[str, Tensor], str]:
-    """A user's base checkpoint for ``suite``: its state_dict (on ``device``) and the file's sha256.
+    """A user's base checkpoint for ``suite``: its state_dict (on ``device``) and its identity.
 
-    The file is read with ``torch.load(weights_only=True)``, which refuses any pickle that would run
-    code. Accepted: a plain state_dict, or a dict nesting one under ``state_dict``, ``model_state_dict``
-    or ``model`` (other entries such as optimizer state are ignored); a ``module.`` prefix on every key
-    (``DataParallel``) is removed. The state must fit the suite's architecture exactly.
+    The identity is :func:`~pytest_shrinkbench.identity.state_digest` of the tensors the file holds
+    (after unnesting and removing a ``module.`` prefix, see :func:`read_state`), so a checkpoint copied,
+    renamed or re-saved keeps it. The state must fit the suite's architecture exactly.
     Every problem is a ``RuntimeError`` naming the file and the suite.
     """
     where = f"checkpoint {path} for suite {suite.name!r}"
-    try:
-        sha = file_sha256(path)
-    except OSError as exc:
-        raise RuntimeError(f"cannot read {where}: {exc}") from exc
-    try:
-        loaded = torch.load(path, map_location=device, weights_only=True)
-    except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise RuntimeError(
-            f"refusing {where}: torch.load(weights_only=True) rejects it, so it is not a plain tensor state_dict "
-            f"(a pickle that would run code, or not a torch file): {first}"
-        ) from exc
-    state = loaded
-    if isinstance(loaded, dict) and not all(isinstance(v, Tensor) for v in loaded.values()):
-        state = next((loaded[k] for k in NESTED_STATE_KEYS if isinstance(loaded.get(k), dict)), loaded)
-    if not isinstance(state, dict) or not state or not all(isinstance(k, str) and isinstance(v, Tensor) for k, v in state.items()):
-        raise RuntimeError(f"{where} is not a state_dict (a dict of parameter name -> tensor); got {type(loaded).__name__}")
-    if all(k.startswith("module.") for k in state):
-        state = {k[len("module."):]: v for k, v in state.items()}
+    state = read_state(path, where, device)
+    sha = state_digest(state)
     with torch.device("meta"):  # shapes only: free even for VGG-16
         model = suite.build_model()
     expected = model.state_dict()
@@ -200,23 +197,63 @@ def load_checkpoint(path: Path, suite: Suite, device: torch.device | str = "cpu"
     return state, sha
 
 
-def _verified_sha(path: Path, record: Path) -> str | None:
-    """The cached checkpoint's sha256 if it exists and matches its record; None means (re)train."""
-    if not path.exists() or not record.exists():
-        return None
+def read_state(path: Path, where: str, device: torch.device | str = "cpu") -> dict[str, Tensor]:
+    """The tensors of a checkpoint file, read with ``torch.load(weights_only=True)`` (which refuses any
+    pickle that would run code). Accepted: a plain state_dict, or a dict nesting one under
+    ``state_dict``, ``model_state_dict`` or ``model`` (other entries such as optimizer state are
+    ignored); a ``module.`` prefix on every key (``DataParallel``) is removed. ``where`` names the file
+    in the ``RuntimeError`` raised for anything else."""
     try:
-        expected = json.loads(record.read_text())["sha256"]
+        loaded = torch.load(path, map_location=device, weights_only=True)
+    except OSError as exc:
+        raise RuntimeError(f"cannot read {where}: {exc}") from exc
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RuntimeError(
+            f"refusing {where}: torch.load(weights_only=True) rejects it, so it is not a plain tensor state_dict "
+            f"(a pickle that would run code, or not a torch file): {first}"
+        ) from exc
+    state = loaded
+    if isinstance(loaded, dict) and not all(isinstance(v, Tensor) for v in loaded.values()):
+        state = next((loaded[k] for k in NESTED_STATE_KEYS if isinstance(loaded.get(k), dict)), loaded)
+    if not isinstance(state, dict) or not state or not all(isinstance(k, str) and isinstance(v, Tensor) for k, v in state.items()):
+        raise RuntimeError(f"{where} is not a state_dict (a dict of parameter name -> tensor); got {type(loaded).__name__}")
+    if all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return dict(state)
+
+
+def _verified(path: Path, device: torch.device) -> tuple[dict[str, Tensor], str] | str:
+    """The cached base model's state and identity if its tensors hash to its record; else why not.
+
+    A record written before identities were hashes of tensors holds the file's sha256: if the file
+    still matches it, the file is trusted and the record rewritten (a cache of GPU-hours of training
+    survives the upgrade). A file that would run code is refused outright, never retrained over.
+    """
+    record = path.with_suffix(".json")
+    if not path.exists() or not record.exists():
+        return f"no base model {path}"
+    try:
+        info = json.loads(record.read_text())
+        expected = info["sha256"]
     except (ValueError, KeyError) as exc:
-        warnings.warn(f"shrinkbench: unreadable record {record} ({exc}); retraining the base model")
-        return None
-    actual = file_sha256(path)
+        return f"unreadable record {record} ({exc})"
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as exc:  # weights_only refuses pickles that would run code
+        raise RuntimeError(f"refusing base checkpoint {path}: it is not a plain tensor state_dict ({exc})") from exc
+    except Exception as exc:
+        return f"cached base model {path} cannot be read ({type(exc).__name__})"
+    actual = state_digest(state)
+    if info.get("identity") != IDENTITY and file_sha256(path) == expected:
+        _write_record(record, {**info, "sha256": actual, "identity": IDENTITY}, quiet=True)
+        return state, actual
     if actual != expected:
-        warnings.warn(f"shrinkbench: cached base model {path} has sha256 {actual}, its record says {expected}; retraining")
-        return None
-    return actual
+        return f"cached base model {path} has tensors hashing to {actual}, its record says {expected}"
+    return state, actual
 
 
-def _train_and_store(suite: Suite, data: Splits, path: Path, record: Path, device: torch.device) -> str:
+def _train_and_store(suite: Suite, data: Splits, path: Path, device: torch.device) -> None:
     # Pinned seed and thread count: whoever trains first (a worker, a notebook) gets the same weights.
     threads = torch.get_num_threads()
     torch.set_num_threads(BASE_TRAINING_THREADS)
@@ -229,13 +266,27 @@ def _train_and_store(suite: Suite, data: Splits, path: Path, record: Path, devic
     finally:
         torch.set_num_threads(threads)
     top1, top5 = evaluate(model, data.test, device=device)
-    partial = path.with_suffix(f".{os.getpid()}.tmp")
-    torch.save({k: v.cpu() for k, v in model.state_dict().items()}, partial)
-    sha = file_sha256(partial)
+    state = {k: v.cpu() for k, v in model.state_dict().items()}
+    buffer = io.BytesIO()  # saved through a buffer, the archive's inner name is fixed: same weights, same bytes
+    torch.save(state, buffer)
+    _replace(path, buffer.getvalue())
+    info = {"suite": suite.name, "sha256": state_digest(state), "identity": IDENTITY, "recipe": asdict(suite.base_recipe),
+            "top1": top1, "top5": top5, "train_seconds": round(seconds, 3), "threads": BASE_TRAINING_THREADS,
+            "torch": torch.__version__}
+    _write_record(path.with_suffix(".json"), info)
+
+
+def _write_record(record: Path, info: dict, quiet: bool = False) -> None:
+    """Write a cache record atomically; ``quiet``: a cache that cannot be written (read-only) is left as it is."""
+    try:
+        _replace(record, json.dumps(info, indent=2).encode())
+    except OSError:
+        if not quiet:
+            raise
+
+
+def _replace(path: Path, data: bytes) -> None:
+    """Write ``path`` atomically: readers see the old file or the new one, never half of one."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    partial.write_bytes(data)
     os.replace(partial, path)
-    info = {"suite": suite.name, "sha256": sha, "recipe": asdict(suite.base_recipe), "top1": top1, "top5": top5,
-            "train_seconds": round(seconds, 3), "threads": BASE_TRAINING_THREADS, "torch": torch.__version__}
-    partial = record.with_suffix(f".{os.getpid()}.tmp")
-    partial.write_text(json.dumps(info, indent=2))
-    os.replace(partial, record)
-    return sha

@@ -8,7 +8,6 @@ import pytest
 import torch
 import torchvision
 
-from pytest_shrinkbench.identity import file_sha256 as sha256_of
 from pytest_shrinkbench.measure.flops import module_flops, sparse_flops
 from pytest_shrinkbench.measure.structured import (
     channel_links,
@@ -16,7 +15,7 @@ from pytest_shrinkbench.measure.structured import (
     structured_flops,
 )
 from pytest_shrinkbench.prunable import prunable_modules
-from tests.helpers import result_rows
+from tests.helpers import result_rows, tensors_sha256
 from tests.measure.test_torchvision_models import (
     RESNET18_4_PARAMS,
     SQUEEZENET_4_PARAMS,
@@ -85,7 +84,7 @@ def test_torchvision_resnet18_suite_end_to_end(project: pytest.Pytester, shrink_
 
     # The base weights were trained once and cached; both cases used that file.
     (sha,) = {r["base_sha256"] for r in rows.values()}
-    (cached,) = [p for p in shrink_cache.glob("quadrants-resnet18-*.pt") if sha256_of(p) == sha]
+    (cached,) = [p for p in shrink_cache.glob("quadrants-resnet18-*.pt") if tensors_sha256(p) == sha]
     model = torchvision.models.resnet18(weights=None, num_classes=4)
     model.load_state_dict(torch.load(cached, weights_only=True))
 
@@ -127,4 +126,4 @@ def test_torchvision_squeezenet_suite_under_xdist(project: pytest.Pytester, shri
         assert row["flops_dense"] == dense and row["flops_accounting"] == "structured"
     assert rows["l1-filter"]["channels_removed"] > 0
     (sha,) = {r["base_sha256"] for r in rows.values()}
-    assert [p for p in shrink_cache.glob("quadrants-squeezenet-*.pt") if sha256_of(p) == sha]
+    assert [p for p in shrink_cache.glob("quadrants-squeezenet-*.pt") if tensors_sha256(p) == sha]

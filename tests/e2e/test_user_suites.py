@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import result_rows
+from tests.helpers import result_rows, tensors_sha256
 
 RUN = ["--shrink-seeds=0", "-p", "no:randomly", "--shrink-store=none"]
 
@@ -100,7 +99,7 @@ def test_conftest_suite_runs_like_a_built_in_one(project: pytest.Pytester, shrin
     assert max(r["top1_base"] for r in rows) > 0.6, "the base model must learn the blobs (4 classes, chance 0.25)"
     # The base model was trained once and cached like a built-in suite's, under the same lock.
     cached = sorted(shrink_cache.glob("blobs-tiny-*.pt"))
-    assert cached and hashlib.sha256(cached[-1].read_bytes()).hexdigest() in {r["base_sha256"] for r in rows}
+    assert cached and tensors_sha256(cached[-1]) in {r["base_sha256"] for r in rows}
 
 
 def test_tied_weight_is_masked_once_and_counted_once(project: pytest.Pytester) -> None:
@@ -153,7 +152,7 @@ def build():
         "torch.save(conftest.Lin().state_dict(), 'weights/base.pt')\n"
     )
     assert os.system(f"cd {project.path} && {sys.executable} make_ckpt.py") == 0
-    sha = hashlib.sha256((project.path / "weights" / "base.pt").read_bytes()).hexdigest()
+    sha = tensors_sha256(project.path / "weights" / "base.pt")
     project.runpytest_subprocess("--shrink-method=random", "--shrink-suite=blobs-ckpt", "--shrink-ratios=2", *RUN).assert_outcomes(passed=1)
     (row,) = [r for r in result_rows(project.path / "results") if r["status"] == "passed"]
     assert row["base_sha256"] == sha

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from pytest_shrinkbench.identity import file_sha256 as sha256_of
+from pytest_shrinkbench.identity import state_digest
 from pytest_shrinkbench.suites.vision_models import LeNet5
-from tests.helpers import result_rows
+from tests.helpers import result_rows, tensors_sha256
 from tests.vision_fakes import CIFAR_MD5_BYPASS, write_cifar10, write_mnist
 
 # The smoke recipes a test project may pin through the documented override (README: "Smoke runs").
@@ -56,7 +57,7 @@ def test_cifar10_resnet20_case_end_to_end(project: pytest.Pytester, tmp_path: Pa
     assert row["flops_sparse"] < row["flops_dense"]
     assert 0.0 <= row["top1"] <= row["top5"] <= 1.0
     cached = list((tmp_path / "cache").glob("cifar10-resnet20-*.pt"))
-    assert len(cached) == 1 and row["base_sha256"] == sha256_of(cached[0])
+    assert len(cached) == 1 and row["base_sha256"] == tensors_sha256(cached[0])
     assert row["device"] == "cpu"
 
 
@@ -90,7 +91,7 @@ def save_lenet5(path: Path, fc1_scale: float) -> str:
     state = LeNet5().state_dict()
     state["fc1.weight"] *= fc1_scale  # a large fc1 keeps more of its weights under a global threshold, the convs fewer
     torch.save(state, path)
-    return sha256_of(path)
+    return state_digest(state)
 
 
 def test_two_checkpoints_are_an_axis_and_each_worker_pins_a_gpu(

@@ -1,4 +1,4 @@
-"""Subjects: the digits split, base models trained once and cached, verified by sha256, loaded safely."""
+"""Subjects: the digits split, base models trained once and cached, identified and verified by their tensors, loaded safely."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ import torch
 
 from pytest_shrinkbench import load_subject
 from pytest_shrinkbench.identity import file_sha256 as sha256_of
+from pytest_shrinkbench.identity import state_digest
 from pytest_shrinkbench.suites.digits import digits
+from tests.helpers import tensors_sha256
 
 
 def test_digits_split_is_fixed_disjoint_and_stratified() -> None:
@@ -31,7 +33,9 @@ def test_digits_split_is_fixed_disjoint_and_stratified() -> None:
 def test_trained_once_cached_and_verified(tmp_path: Path) -> None:
     subject = load_subject("digits-mlp", cache_dir=tmp_path)
     checkpoint, record = subject.checkpoint, subject.checkpoint.with_suffix(".json")
-    assert json.loads(record.read_text())["sha256"] == subject.sha256 == sha256_of(checkpoint)
+    assert json.loads(record.read_text())["sha256"] == subject.sha256 == tensors_sha256(checkpoint)
+    assert subject.sha256 == state_digest(subject.fresh_model().state_dict()), "the identity is the model's tensors"
+    assert subject.sha256 != sha256_of(checkpoint), "never the file's bytes"
     assert subject.base_top1 > 0.93, "a sane LeNet-300-100 on digits"
     stamp = checkpoint.stat().st_mtime_ns
     again = load_subject("digits-mlp", cache_dir=tmp_path)
@@ -42,10 +46,16 @@ def test_corrupt_cached_checkpoint_is_retrained(tmp_path: Path) -> None:
     subject = load_subject("digits-mlp", cache_dir=tmp_path)
     data = subject.checkpoint.read_bytes()
     subject.checkpoint.write_bytes(data[: len(data) // 2])
-    with pytest.warns(UserWarning, match="has sha256 .* its record says .*; retraining"):
+    with pytest.warns(UserWarning, match="cached base model .* cannot be read .*; retraining the base model"):
         rebuilt = load_subject("digits-mlp", cache_dir=tmp_path)
-    assert sha256_of(rebuilt.checkpoint) == rebuilt.sha256
     assert rebuilt.sha256 == subject.sha256, "training is seeded: the rebuilt model is bit-identical"
+    # A file that loads but whose tensors changed (a flipped weight) does not pass for the base model either.
+    state = torch.load(subject.checkpoint, weights_only=True)
+    state["fc1.weight"][0, 0] += 1
+    torch.save(state, subject.checkpoint)
+    with pytest.warns(UserWarning, match="has tensors hashing to .*, its record says .*; retraining"):
+        assert load_subject("digits-mlp", cache_dir=tmp_path).sha256 == subject.sha256
+    assert tensors_sha256(subject.checkpoint) == subject.sha256
 
 
 class Payload:
@@ -56,10 +66,38 @@ class Payload:
 def test_checkpoint_that_would_run_code_is_refused(tmp_path: Path) -> None:
     subject = load_subject("digits-mlp", cache_dir=tmp_path)
     torch.save({"fc1.weight": Payload()}, subject.checkpoint)
-    record = subject.checkpoint.with_suffix(".json")
-    record.write_text(json.dumps({**json.loads(record.read_text()), "sha256": sha256_of(subject.checkpoint)}))
-    with pytest.raises(RuntimeError, match="refusing base checkpoint .* of suite 'digits-mlp': it is not a plain tensor state_dict"):
+    with pytest.raises(RuntimeError, match="refusing base checkpoint .*: it is not a plain tensor state_dict"):
         load_subject("digits-mlp", cache_dir=tmp_path)
+
+
+def test_a_record_of_the_files_bytes_is_upgraded_without_retraining(tmp_path: Path) -> None:
+    """Caches written when identities hashed the file keep their (possibly GPU-hours) base models."""
+    subject = load_subject("digits-mlp", cache_dir=tmp_path)
+    record = subject.checkpoint.with_suffix(".json")
+    legacy = {k: v for k, v in json.loads(record.read_text()).items() if k != "identity"}
+    record.write_text(json.dumps({**legacy, "sha256": sha256_of(subject.checkpoint)}))
+    stamp = subject.checkpoint.stat().st_mtime_ns
+    again = load_subject("digits-mlp", cache_dir=tmp_path)
+    assert again.sha256 == subject.sha256 and subject.checkpoint.stat().st_mtime_ns == stamp
+    assert json.loads(record.read_text())["sha256"] == subject.sha256
+
+
+def test_a_read_only_cache_never_trains_and_names_the_prepare_command(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    with pytest.raises(RuntimeError) as missing:
+        load_subject("digits-mlp", cache_dir=cache, readonly=True)
+    message = str(missing.value)
+    assert message.startswith("suite digits-mlp: no base model ") and "\n" not in message
+    assert f"--shrink-cache-mode=readonly): prepare it once with this run's options, e.g. pytest-shrinkbench prepare " \
+           f"--shrink-suite=digits-mlp --shrink-cache={cache}" in message
+    assert not cache.exists(), "nothing created, not even the folder"
+    prepared = load_subject("digits-mlp", cache_dir=cache)
+    before = sorted(p.name for p in cache.iterdir())
+    shard = load_subject("digits-mlp", cache_dir=cache, readonly=True)
+    assert shard.sha256 == prepared.sha256 and sorted(p.name for p in cache.iterdir()) == before, "no lock file, no write"
+    torch.save({k: v + 1 for k, v in torch.load(prepared.checkpoint, weights_only=True).items()}, prepared.checkpoint)
+    with pytest.raises(RuntimeError, match="suite digits-mlp: cached base model .* has tensors hashing to .*read-only"):
+        load_subject("digits-mlp", cache_dir=cache, readonly=True)
 
 
 def test_base_weights_do_not_depend_on_the_callers_thread_count(tmp_path: Path) -> None:

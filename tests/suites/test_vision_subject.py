@@ -9,11 +9,13 @@ import torch
 
 from pytest_shrinkbench.errors import SuiteUnavailable
 from pytest_shrinkbench.identity import file_sha256 as sha256_of
+from pytest_shrinkbench.identity import state_digest
 from pytest_shrinkbench.suites import vision as vision_suites
 from pytest_shrinkbench.suites.recipe import Recipe
 from pytest_shrinkbench.suites.registry import SUITES, override_suite
 from pytest_shrinkbench.suites.subject import load_checkpoint, load_subject
 from pytest_shrinkbench.suites.vision_models import LeNet5, LeNet300
+from tests.helpers import tensors_sha256
 from tests.vision_fakes import write_imagefolder, write_mnist
 
 
@@ -49,7 +51,7 @@ def test_given_checkpoint_is_used_and_its_sha_recorded(mnist_root: Path, tmp_pat
     # Common layouts: nested under "state_dict" with DataParallel's "module." prefix, next to other entries.
     torch.save({"epoch": 7, "state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}}, path)
     subject = load_subject("mnist-lenet5", cache_dir=tmp_path / "cache", data_root=mnist_root, weights=path)
-    assert subject.sha256 == sha256_of(path) and subject.checkpoint == path
+    assert subject.sha256 == state_digest(model.state_dict()) and subject.checkpoint == path, "identity: the tensors, however nested"
     for key, value in model.state_dict().items():
         assert torch.equal(subject.fresh_model().state_dict()[key], value), key
     assert not (tmp_path / "cache").exists(), "a given checkpoint needs no training and no cache"
@@ -117,7 +119,7 @@ def test_imagenet_weights_come_from_the_local_torch_hub_cache_only(tmp_path: Pat
     (hub / "mobilenet_v2-b0353104.pth").rename(good)
     monkeypatch.setattr(vision_suites, "hub_checkpoint_names", lambda model: [good.name])
     subject = load_subject("imagenet-mobilenetv2", cache_dir=tmp_path / "cache", data_root=tmp_path / "data")
-    assert subject.checkpoint == good and subject.sha256 == sha
+    assert subject.checkpoint == good and subject.sha256 == tensors_sha256(good)
     assert 0.0 <= subject.base_top1 <= subject.base_top5 <= 1.0
 
 
