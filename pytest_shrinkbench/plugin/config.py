@@ -14,6 +14,7 @@ import pytest
 
 from ..identity import CaseSpec
 from ..results.gate import load_baseline
+from ..shards import Shard
 from ..suites.checkpoints import Checkpoint, parse_weights
 from ..suites.registry import SUITES
 from . import devices
@@ -45,10 +46,17 @@ class ShrinkConfig:
     data_root: Path | None = None  # where the vision suites' data is (torchvision's layouts)
     weights: dict[str, tuple[Checkpoint, ...]] = field(default_factory=dict)  # --shrink-weights per suite
     device: str = "cpu"  # resolved: "cpu" or "cuda"
+    cache_readonly: bool = False  # --shrink-cache-mode=readonly: base models are prepared, never trained here
+    shard: Shard | None = None  # --shrink-shard: this session runs only this slice of the cases
     latency_batch: int | None = None  # --shrink-latency: inputs per timed forward pass; None: no timing
 
     def cases(self) -> list[CaseSpec]:
-        """Every case, in the same order on every xdist worker; several checkpoints of a suite are an axis."""
+        """The cases this session runs: all of them, or its shard's slice (the same on every process and machine)."""
+        every = self.all_cases()
+        return self.shard.select(every) if self.shard is not None else every
+
+    def all_cases(self) -> list[CaseSpec]:
+        """Every case of the run, in the same order on every xdist worker; several checkpoints of a suite are an axis."""
         return [
             CaseSpec(m, s, r, seed, weights=tag)
             for s in self.suites
@@ -57,6 +65,10 @@ class ShrinkConfig:
             for r in self.ratios
             for seed in self.seeds
         ]
+
+    def subjects(self) -> list[tuple[str, Checkpoint | None]]:
+        """Every base model the run loads: (suite, checkpoint), None for the suite's own (cached or found) weights."""
+        return [(s, c) for s in self.suites for c in self.weights.get(s, ()) or (None,)]
 
     def checkpoint(self, suite: str, tag: str | None) -> Checkpoint | None:
         """The checkpoint a case of ``suite`` with weights ``tag`` starts from (None: the suite's own base weights)."""
@@ -96,10 +108,7 @@ def parse(config: pytest.Config, known_methods: Mapping[str, Any]) -> ShrinkConf
         chosen = select(config.getoption("shrink_method"), known_methods)
     except ValueError as exc:
         raise pytest.UsageError(f"shrinkbench: --shrink-method: {exc}") from None
-    suites = value(config, "shrink_suites")
-    unknown = [name for name in suites if name not in SUITES]
-    if unknown:
-        raise pytest.UsageError(f"shrinkbench: --shrink-suite: unknown suite {unknown[0]!r}; known: {', '.join(SUITES.names())}")
+    subjects = read_subjects(config)
     results = under(root, value(config, "shrink_results"))
     store = raw(config, "shrink_store") or str(results / DEFAULT_STORE)
     baseline = under(root, value(config, "shrink_baseline")) if value(config, "shrink_baseline") else None
@@ -110,28 +119,20 @@ def parse(config: pytest.Config, known_methods: Mapping[str, Any]) -> ShrinkConf
             load_baseline(baseline)
         except ValueError as exc:
             raise pytest.UsageError(f"shrinkbench: --shrink-baseline: {exc}") from None
-    try:
-        weights = parse_weights(raw(config, "shrink_weights") or [], lambda text: under(root, text), SUITES)
-    except ValueError as exc:
-        raise pytest.UsageError(f"shrinkbench: {exc}") from None  # its messages name the option
-    try:
-        device = devices.resolve(value(config, "shrink_device"))
-    except ValueError as exc:
-        raise pytest.UsageError(f"shrinkbench: {exc}") from None  # its messages name the option
     latency = flag(config, "shrink_latency")
     if latency:
         _check_latency_timing(config)
     max_memory = value(config, "shrink_max_memory")
-    if max_memory is not None and device == "cuda":
+    if max_memory is not None and subjects["device"] == "cuda":
         raise pytest.UsageError("shrinkbench: --shrink-max-memory caps address space, which CUDA needs far more of; use it with --shrink-device=cpu")
-    optional = {name: value(config, name) for name in ("shrink_cache", "shrink_report", "shrink_save_baseline", "shrink_data_root")}
+    optional = {name: value(config, name) for name in ("shrink_report", "shrink_save_baseline")}
     return ShrinkConfig(
         methods=chosen,
-        suites=suites,
+        **subjects,
+        shard=value(config, "shrink_shard"),
         ratios=value(config, "shrink_ratios"),
         seeds=value(config, "shrink_seeds"),
         results_dir=results,
-        cache_dir=under(root, optional["shrink_cache"]) if optional["shrink_cache"] else None,
         threads=value(config, "shrink_threads"),
         timeout=value(config, "shrink_timeout"),
         max_memory_gib=max_memory,
@@ -142,9 +143,6 @@ def parse(config: pytest.Config, known_methods: Mapping[str, Any]) -> ShrinkConf
         save_baseline=under(root, optional["shrink_save_baseline"]) if optional["shrink_save_baseline"] else None,
         tolerance_points=value(config, "shrink_tolerance"),
         tolerance_stds=value(config, "shrink_tolerance_stds"),
-        data_root=under(root, optional["shrink_data_root"]) if optional["shrink_data_root"] else None,
-        weights=weights,
-        device=device,
         latency_batch=value(config, "shrink_latency_batch") if latency else None,
     )
 
@@ -158,3 +156,28 @@ def _check_latency_timing(config: pytest.Config) -> None:
     for name in ("benchmark_disable", "benchmark_skip"):
         if config.getoption(name, False):
             raise pytest.UsageError(f"shrinkbench: --shrink-latency needs pytest-benchmark's timings; drop --{name.replace('_', '-')}")
+
+
+def read_subjects(config: pytest.Config) -> dict[str, Any]:
+    """The settings that decide which base models a run loads, and from where: read alike by a session and by
+    ``pytest-shrinkbench prepare``, so the two agree on every base model. Usage errors name the option."""
+    root = config.rootpath
+    suites = value(config, "shrink_suites")
+    unknown = [name for name in suites if name not in SUITES]
+    if unknown:
+        raise pytest.UsageError(f"shrinkbench: --shrink-suite: unknown suite {unknown[0]!r}; known: {', '.join(SUITES.names())}")
+    try:
+        weights = parse_weights(raw(config, "shrink_weights") or [], lambda text: under(root, text), SUITES)
+    except ValueError as exc:
+        raise pytest.UsageError(f"shrinkbench: {exc}") from None  # its messages name the option
+    try:
+        device = devices.resolve(value(config, "shrink_device"))
+    except ValueError as exc:
+        raise pytest.UsageError(f"shrinkbench: {exc}") from None  # its messages name the option
+    cache, data = value(config, "shrink_cache"), value(config, "shrink_data_root")
+    return {
+        "suites": suites, "weights": weights, "device": device,
+        "cache_dir": under(root, cache) if cache else None,
+        "data_root": under(root, data) if data else None,
+        "cache_readonly": value(config, "shrink_cache_mode") == "readonly",
+    }

@@ -45,6 +45,7 @@ def shrink_subjects(pytestconfig: pytest.Config) -> Callable[..., Subject]:
                     device=config.device if config else "cpu",
                     data_root=config.data_root if config else None,
                     weights=checkpoint.path if checkpoint else None,
+                    readonly=config.cache_readonly if config else False,
                 )
                 if checkpoint and loaded[key].sha256 != checkpoint.sha256:
                     raise RuntimeError(f"checkpoint {checkpoint.path} changed during the run (sha256 {loaded[key].sha256[:16]}..., was {checkpoint.sha256[:16]}...)")

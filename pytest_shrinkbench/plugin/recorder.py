@@ -18,6 +18,7 @@ from ..results.files import ResultsFile
 from ..results.leaderboard import aggregate, render, render_summary, summarize
 from ..results.schema import make_row
 from ..results.store import ResultsStore
+from ..shards import write_manifest
 from .config import ShrinkConfig
 from .wire import case_of, row_of
 
@@ -32,6 +33,8 @@ class Recorder:
         self.store = ResultsStore(config.store_path) if config.store_path is not None else None
         self.gate: gate.GateResult | None = None
         self.messages: list[tuple[str, dict[str, bool]]] = []  # (line, markup) for the terminal summary
+        if config.shard is not None:  # first: a shard that crashes still tells the report what it was to run
+            write_manifest(config.results_dir, config.shard, config.all_cases())
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         case = case_of(report)

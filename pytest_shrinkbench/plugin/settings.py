@@ -17,6 +17,8 @@ from typing import Any, Callable
 
 import pytest
 
+from ..shards import Shard
+
 
 def words(text: str) -> list[str]:
     """A comma (or space) separated list, without empty items or repeats, in the order given."""
@@ -102,10 +104,17 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("shrink_ratios", "--shrink-ratios", "comma list of requested compression ratios, each >= 1",
             default="1,2,4,8,16,32", parse=_numbers(float, 1)),
     Setting("shrink_seeds", "--shrink-seeds", "comma list of integer seeds", default="0,1,2", parse=_numbers(int, -math.inf)),
+    Setting("shrink_shard", "--shrink-shard", "run only shard K of N (K/N, 1 <= K <= N): a deterministic, balanced "
+            "1/N of the cases, the same on every machine; give each shard its own --shrink-results and merge them "
+            "with 'pytest-shrinkbench report' (docs/cluster.md)", parse=Shard.parse, metavar="K/N"),
     Setting("shrink_results", "--shrink-results", "folder for the results files (relative: to the rootdir)",
             default="shrinkbench-results"),
     Setting("shrink_cache", "--shrink-cache", "folder caching base models (default: the user cache dir, "
             "~/.cache/pytest-shrinkbench)", env="SHRINKBENCH_CACHE"),
+    Setting("shrink_cache_mode", "--shrink-cache-mode", "readwrite: train a missing base model into the cache (under a "
+            "file lock); readonly: never train, lock or write there, and fail a suite's cases whose base model is "
+            "missing, naming the 'pytest-shrinkbench prepare' command (for shards reading models prepared once)",
+            default="readwrite", parse=_choice("readwrite", "readonly")),
     Setting("shrink_threads", "--shrink-threads", "torch CPU threads per case; results are bit-reproducible for a "
             "given count, whatever -n is", default="1", parse=_one(int, 1)),
     Setting("shrink_timeout", "--shrink-timeout", "seconds one case may take before it fails (0: no limit)",
@@ -159,7 +168,7 @@ def add_options(parser: pytest.Parser) -> None:
         elif s.kind == "paths":
             parser.addini(s.name, s.help, type="paths", default=[])
         else:
-            group.addoption(s.flag, dest=s.name, default=None, help=shown)
+            group.addoption(s.flag, dest=s.name, default=None, metavar=s.metavar, help=shown)
             if s.ini:
                 parser.addini(s.name, s.help, default=None)
 
