@@ -58,6 +58,11 @@ class CaseSpec:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def of(cls, row: dict[str, Any]) -> CaseSpec:
+        """The case a result row belongs to."""
+        return cls(row["method"], row["suite"], normal("ratio", row["ratio"]), normal("seed", row["seed"]), row.get("weights"))
+
 
 def environment(device: torch.device) -> dict[str, Any]:
     """Library versions and hardware recorded with every result (numbers from different stacks differ)."""

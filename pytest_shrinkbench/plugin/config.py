@@ -66,10 +66,6 @@ class ShrinkConfig:
             for seed in self.seeds
         ]
 
-    def subjects(self) -> list[tuple[str, Checkpoint | None]]:
-        """Every base model the run loads: (suite, checkpoint), None for the suite's own (cached or found) weights."""
-        return [(s, c) for s in self.suites for c in self.weights.get(s, ()) or (None,)]
-
     def checkpoint(self, suite: str, tag: str | None) -> Checkpoint | None:
         """The checkpoint a case of ``suite`` with weights ``tag`` starts from (None: the suite's own base weights)."""
         given = self.weights.get(suite, ())

@@ -15,7 +15,9 @@ from typing import Any, Iterable
 
 from . import leaderboard
 from .files import read_jsonl
+from ..shards import Manifest
 from .leaderboard import Entry, Summary
+from .merge import planned_rows, refuse_mixed_bases
 from .store import ResultsStore, is_store, latest_setups, merge_rows
 
 # -- inputs ---------------------------------------------------------------------------------------
@@ -70,6 +72,12 @@ class Report:
     notes: list[str] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
     title: str = "pytest-shrinkbench leaderboard"
+    problems: list[str] = field(default_factory=list)  # why a merge is not what one machine would have produced
+
+    @property
+    def complete(self) -> bool:
+        """Whether every planned shard and case is present and no suite was refused."""
+        return not self.problems
 
     @property
     def suites(self) -> list[str]:
@@ -100,30 +108,35 @@ def _row_order(row: dict[str, Any]) -> tuple:
     return (row["suite"], row["method"], float(row["ratio"]), int(row["seed"]))
 
 
-def build(rows: Iterable[dict[str, Any]], *, merge: bool = True, sources: list[str] | None = None, title: str | None = None) -> Report:
-    """The report of ``rows``: with ``merge``, deduplicated by case key and reduced, per method, to
-    its latest setup (see :func:`pytest_shrinkbench.store.latest_setups`), with a note of what was dropped."""
+def build(rows: Iterable[dict[str, Any]], *, merge: bool = True, sources: list[str] | None = None, title: str | None = None,
+          manifests: list[Manifest] | None = None) -> Report:
+    """The report of ``rows``: with ``merge``, deduplicated by case key, then reduced to the shards' plan when
+    ``manifests`` are given (one row per planned case, missing shards and cases named: see
+    :mod:`.merge`), else, per method, to its latest setup (see :func:`pytest_shrinkbench.store.latest_setups`),
+    with a note of what was dropped. A suite whose rows come from different base models is refused."""
     rows = list(rows)
-    notes = []
+    notes: list[str] = []
+    problems: list[str] = []
     if merge:
         merged = merge_rows(rows)
         if len(merged) < len(rows):
             notes.append(f"{len(rows) - len(merged)} duplicate rows (same case key) merged")
-        rows, superseded = latest_setups(merged)
-        if superseded:
-            groups = Counter(f"{r['suite']}/{r['method']}" for r in superseded)
-            notes.append(
-                f"{len(superseded)} rows of older setups (method source, base weights, recipe or versions) ignored: "
-                + ", ".join(f"{g} ({n})" for g, n in sorted(groups.items()))
-            )
+        if manifests:
+            rows, planned_notes, problems = planned_rows(merged, manifests)
+            notes += planned_notes
+        else:
+            rows, superseded = latest_setups(merged)
+            if superseded:
+                groups = Counter(f"{r['suite']}/{r['method']}" for r in superseded)
+                notes.append(
+                    f"{len(superseded)} rows of older setups (method source, base weights, recipe or versions) ignored: "
+                    + ", ".join(f"{g} ({n})" for g, n in sorted(groups.items()))
+                )
+    rows, refusals = refuse_mixed_bases(rows)
+    problems += refusals
     rows.sort(key=_row_order)
     entries = leaderboard.aggregate(rows)
-    report = Report(rows, entries, leaderboard.summarize(entries), notes, sources or [], title or Report.title)
-    for suite in report.suites:
-        bases = report.setup(suite).get("base_sha256", [])
-        if len(bases) > 1:
-            report.notes.append(f"{suite}: rows come from {len(bases)} different base checkpoints ({', '.join(b[:12] for b in bases)}): methods are not compared on the same weights")
-    return report
+    return Report(rows, entries, leaderboard.summarize(entries), notes + problems, sources or [], title or Report.title, problems)
 
 
 # -- writing --------------------------------------------------------------------------------------
