@@ -15,7 +15,7 @@ from typing import Any, Iterable
 
 from . import leaderboard
 from .files import read_jsonl
-from ..shards import Manifest
+from ..shards import MANIFEST_GLOB, Manifest
 from .leaderboard import Entry, Summary
 from .merge import planned_rows, refuse_mixed_bases
 from .store import ResultsStore, is_store, latest_setups, merge_rows
@@ -29,7 +29,7 @@ def expand(paths: Iterable[Path]) -> list[Path]:
     for path in map(Path, paths):
         if path.is_dir():
             found = sorted(p for p in path.iterdir() if p.is_file() and (p.suffix == ".jsonl" or is_store(p)))
-            if not found:
+            if not found and not any(path.glob(MANIFEST_GLOB)):  # a shard that started and recorded nothing still counts
                 raise ValueError(f"{path}: no results store or *.jsonl file in this folder")
             files.extend(found)
         elif path.is_file():
