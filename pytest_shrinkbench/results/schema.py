@@ -12,6 +12,8 @@ import numbers
 from dataclasses import dataclass
 from typing import Any
 
+from ..sandbox.walls import LEVEL_IN_PROCESS, LEVEL_LANDLOCK, LEVEL_PROCESS
+
 
 @dataclass(frozen=True)
 class Field:
@@ -80,8 +82,17 @@ FIELDS: tuple[Field, ...] = (
     Field("shrink_error", "why the model could not be shrunk (its latency is then not measured)"),
 )
 NAMES: tuple[str, ...] = tuple(f.name for f in FIELDS)
+# How confined a row's method was, weakest first (the ``sandbox`` field's values).
+SANDBOX_LEVELS = (LEVEL_IN_PROCESS, LEVEL_PROCESS, LEVEL_LANDLOCK)
+# What --shrink-require-sandbox names each level.
+REQUIRABLE = {"process": LEVEL_PROCESS, "landlock": LEVEL_LANDLOCK}
 JUNIT: tuple[str, ...] = tuple(f.name for f in FIELDS if f.junit)
 _KNOWN = frozenset(NAMES)
+
+
+def confined_at_least(level: str | None, required: str) -> bool:
+    """Whether a row's ``sandbox`` level is ``required`` or stronger (a row without one — older versions — is not)."""
+    return level in SANDBOX_LEVELS and SANDBOX_LEVELS.index(level) >= SANDBOX_LEVELS.index(required)
 
 
 def make_row(values: dict[str, Any]) -> dict[str, Any]:
