@@ -77,7 +77,7 @@ def finetune(model: nn.Module, subject: Subject, seed: int, enforcer: MaskEnforc
 def provenance(spec: CaseSpec, subject: Subject) -> dict[str, Any]:
     """What a case's numbers depend on besides its spec, known before it runs: the method's source
     hash, the base weights' sha256, the recipe hash and the environment. With the spec, this is the
-    case's identity in the results store (:func:`pytest_shrinkbench.store.case_key`)."""
+    case's identity in the results store (:func:`pytest_shrinkbench.identity.case_key`)."""
     return dict(
         base_sha256=subject.sha256,
         recipe_hash=subject.suite.finetune_recipe.digest(),

@@ -1,4 +1,4 @@
-"""Invariants 2, 4 and 5 of DESIGN.md, checked on a pruned model (1 is masks.validate_masks, 3 is masks.MaskEnforcer)."""
+"""Invariants 2, 4 and 5 of docs/measuring.md, checked on a pruned model (1 is masks.validate_masks, 3 is masks.MaskEnforcer)."""
 
 from __future__ import annotations
 
