@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import importlib.util
 import re
 import shlex
 from pathlib import Path
@@ -103,13 +104,22 @@ def test_every_relative_link_leads_to_a_file_and_heading_that_exist(page: Path) 
 
 
 def _resolves(name: str) -> bool:
-    """Whether a dotted name is a module, or an attribute reached from the longest importable module prefix."""
+    """Whether a dotted name is a module, or an attribute reached from the longest module prefix.
+
+    A module is found without being run (``pytest_shrinkbench.__main__`` would run the command line).
+    """
     parts = name.split(".")
     for split in range(len(parts), 0, -1):
+        module = ".".join(parts[:split])
         try:
-            obj = importlib.import_module(".".join(parts[:split]))
-        except ImportError:
+            found = importlib.util.find_spec(module) is not None
+        except ImportError:  # a prefix is a module, not a package
+            found = False
+        if not found:
             continue
+        if split == len(parts):
+            return True
+        obj = importlib.import_module(module)
         try:
             for attr in parts[split:]:
                 obj = getattr(obj, attr)
