@@ -23,10 +23,10 @@ PACKAGE = ROOT / "pytest_shrinkbench"
 PAGES = [README, *sorted(DOCS.glob("*.md"))]
 README_MAX_LINES = 200
 
-FENCE = re.compile(r"^(```|~~~).*?^\1[ \t]*$", re.S | re.M)
-INLINE_CODE = re.compile(r"(`+)(.+?)\1", re.S)
+FENCE = re.compile(r"^(```|~~~).*?^\1[ \t]*$", re.DOTALL | re.MULTILINE)
+INLINE_CODE = re.compile(r"(`+)(.+?)\1", re.DOTALL)
 LINK = re.compile(r"!?\[(?:[^\[\]]|\[[^\]]*\])*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
-HEADING = re.compile(r"^ {0,3}(#{1,6})[ \t]+(.+?)[ \t#]*$", re.M)
+HEADING = re.compile(r"^ {0,3}(#{1,6})[ \t]+(.+?)[ \t#]*$", re.MULTILINE)
 DOTTED = re.compile(r"\bpytest_shrinkbench(?:\.[A-Za-z_]\w*)+")
 
 
@@ -92,7 +92,7 @@ def test_the_readmes_install_and_test_commands_are_what_ci_runs() -> None:
 def test_every_relative_link_leads_to_a_file_and_heading_that_exist(page: Path) -> None:
     broken = []
     for target in LINK.findall(_prose(page.read_text())):
-        if re.match(r"^[a-z][a-z0-9+.-]*:", target, re.I):  # http:, https:, mailto:
+        if re.match(r"^[a-z][a-z0-9+.-]*:", target, re.IGNORECASE):  # http:, https:, mailto:
             continue
         path, _, anchor = target.partition("#")
         linked = (page.parent / path).resolve() if path else page
@@ -156,9 +156,9 @@ def test_every_path_into_the_package_or_the_tests_the_docs_name_exists() -> None
     for page in PAGES:
         for code in INLINE_CODE.findall(FENCE.sub("", page.read_text())):
             path = code[1].strip()
-            if re.fullmatch(r"(pytest_shrinkbench|tests|docs|\.ci)/[\w./-]*", path) and not any(c in path for c in "<*"):
-                if not (ROOT / path).exists():
-                    missing.append(f"{_rel(page)}: {path}")
+            ours = re.fullmatch(r"(pytest_shrinkbench|tests|docs|\.ci)/[\w./-]*", path) and not any(c in path for c in "<*")
+            if ours and not (ROOT / path).exists():
+                missing.append(f"{_rel(page)}: {path}")
     assert not missing, "paths that do not exist: " + "; ".join(missing)
 
 
@@ -212,22 +212,19 @@ def _part(path: Path) -> str:
 
 def _imported_parts(path: Path) -> set[str]:
     """The parts of the package a module imports, lazy imports included."""
-    package = path.relative_to(PACKAGE).parent.parts
-    found = set()
+    here = list(path.relative_to(PACKAGE).parent.parts)
+    targets: list[list[str]] = []  # dotted names inside the package, as parts
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
-            names = [a.name.split(".") for a in node.names if a.name.split(".")[0] == "pytest_shrinkbench"]
-        elif isinstance(node, ast.ImportFrom) and node.level:
-            base = list(package[: len(package) - node.level + 1])
-            module = base + (node.module.split(".") if node.module else [])
-            names = [["pytest_shrinkbench", *module, a.name] if not node.module else ["pytest_shrinkbench", *module] for a in node.names]
-        elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "pytest_shrinkbench":
-            names = [node.module.split(".") + [a.name] for a in node.names]
-        else:
-            continue
-        for name in names:
-            found.add(name[1] if len(name) > 1 else "__init__")
-    return {("__init__" if part == "pytest_shrinkbench" else part) for part in found}
+            targets += [a.name.split(".")[1:] for a in node.names if a.name.split(".")[0] == "pytest_shrinkbench"]
+        elif isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").split(".")[0] == "pytest_shrinkbench"):
+            if node.level:  # relative: from the module's own folder, up level - 1 folders
+                base = here[: len(here) - node.level + 1] + (node.module.split(".") if node.module else [])
+            else:
+                base = node.module.split(".")[1:]
+            targets += [[*base, a.name] for a in node.names]
+    # A top-level name is a part when it is a module or sub-package; otherwise it is the package's own API.
+    return {t[0] if (PACKAGE / t[0]).is_dir() or (PACKAGE / f"{t[0]}.py").is_file() else "__init__" for t in targets}
 
 
 def test_every_import_follows_the_design_pages_layering() -> None:
