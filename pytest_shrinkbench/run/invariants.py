@@ -1,4 +1,5 @@
-"""Invariants 2, 4 and 5 of DESIGN.md, checked on the harness's pruned model (1 is masks.validate_masks, 3 is masks.MaskEnforcer).
+"""Invariants 2, 4 and 5 of docs/measuring.md, checked on the harness's pruned model (1 is masks.validate_masks, 3 is
+masks.MaskEnforcer).
 
 No method code ever touches this model: the checks now guard the harness itself and unusual user
 models (tied weights, buffers, hooks of their own) rather than a method's tricks."""

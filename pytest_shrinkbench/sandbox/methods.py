@@ -25,7 +25,7 @@ class Method:
     name: str
     fn: MethodFn
     baseline: bool = False
-    steps: int = 1  # > 1: gradual, called again during fine-tuning (case.gradual_schedule)
+    steps: int = 1  # > 1: gradual, called again during fine-tuning (run.gradual.gradual_schedule)
     regrowth: bool = False  # may a later step keep a weight an earlier step pruned?
 
 
@@ -50,7 +50,7 @@ def method(name: str, *, baseline: bool = False, steps: int = 1, regrowth: bool 
     one fine-tuning budget, before fine-tuning and then after optimizer steps spread over the first
     half of it (so the final masks are fine-tuned for the second half), each time with
     ``ctx.compression`` raised along Zhu & Gupta's cubic schedule up to the requested ratio
-    (``ctx.step``/``ctx.steps`` say which call it is; ``case.gradual_schedule`` has the timing).
+    (``ctx.step``/``ctx.steps`` say which call it is; ``pytest_shrinkbench.run.gradual.gradual_schedule`` has the timing).
     Unless ``regrowth=True``, a weight pruned once must stay pruned.
     """
     if not isinstance(steps, int) or steps < 1:
