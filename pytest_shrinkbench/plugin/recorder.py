@@ -17,10 +17,9 @@ from ..results import report as reports
 from ..results.files import ResultsFile
 from ..results.gate import confinement
 from ..results.leaderboard import aggregate, render, render_summary, summarize
-from ..results.schema import make_row
+from ..results.schema import LEVEL_IN_PROCESS, make_row
 from ..results.signing import sign
 from ..results.store import ResultsStore
-from ..sandbox.walls import LEVEL_IN_PROCESS
 from .config import ShrinkConfig
 from .wire import case_of, row_of
 

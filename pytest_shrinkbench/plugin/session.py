@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 import torch
 
+from ..results.schema import LEVEL_IN_PROCESS, LEVEL_LANDLOCK, LEVEL_PROCESS
 from ..results.signing import key_path, load_key
 from ..sandbox.methods import forget_session_methods
 from ..sandbox.runner import Sandbox
-from ..sandbox.walls import LEVEL_IN_PROCESS, LEVEL_LANDLOCK, LEVEL_PROCESS
 from ..suites import user as user_suites
 from ..suites.subject import default_cache_dir
 from . import devices

@@ -10,7 +10,7 @@ from typing import Any, Callable, Iterable
 
 from tabulate import tabulate
 
-from ..sandbox.walls import LEVEL_IN_PROCESS
+from .schema import LEVEL_IN_PROCESS
 
 
 @dataclass

@@ -12,8 +12,6 @@ import numbers
 from dataclasses import dataclass
 from typing import Any
 
-from ..sandbox.walls import LEVEL_IN_PROCESS, LEVEL_LANDLOCK, LEVEL_PROCESS
-
 
 @dataclass(frozen=True)
 class Field:
@@ -82,7 +80,10 @@ FIELDS: tuple[Field, ...] = (
     Field("shrink_error", "why the model could not be shrunk (its latency is then not measured)"),
 )
 NAMES: tuple[str, ...] = tuple(f.name for f in FIELDS)
-# How confined a row's method was, weakest first (the ``sandbox`` field's values).
+# How confined a row's method was (the ``sandbox`` field's values), weakest first.
+LEVEL_IN_PROCESS = "in-process"  # the debugging mode: method code in the harness's process (unverified)
+LEVEL_PROCESS = "process"  # a disposable child process, without walls
+LEVEL_LANDLOCK = "process+landlock"  # a disposable child process behind Landlock walls
 SANDBOX_LEVELS = (LEVEL_IN_PROCESS, LEVEL_PROCESS, LEVEL_LANDLOCK)
 # What --shrink-require-sandbox names each level.
 REQUIRABLE = {"process": LEVEL_PROCESS, "landlock": LEVEL_LANDLOCK}

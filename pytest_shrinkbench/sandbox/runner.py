@@ -20,13 +20,14 @@ import torch
 from torch import nn
 
 from ..errors import CaseFailure
+from ..results.schema import LEVEL_IN_PROCESS, LEVEL_LANDLOCK, LEVEL_PROCESS
 from . import child
 from .discovery import file_hash, find_methods, precompile
 from .inprocess import InProcessCalls
 from .methods import load_installed
 from .protocol import Answer, Call, Discover, MethodInfo, ProtocolError, Setup, decode, encode, receive, send
 from .server import Child, ForkServer
-from .walls import LEVEL_IN_PROCESS, LEVEL_LANDLOCK, LEVEL_PROCESS, landlock_abi
+from .walls import landlock_abi
 
 # How much of the method's last output a failure message quotes.
 OUTPUT_TAIL_CHARS = 400

@@ -30,9 +30,7 @@ from functools import cache
 from itertools import groupby
 from pathlib import Path
 
-LEVEL_LANDLOCK = "process+landlock"
-LEVEL_PROCESS = "process"
-LEVEL_IN_PROCESS = "in-process"
+from ..results.schema import LEVEL_LANDLOCK, LEVEL_PROCESS
 
 _SYS_CREATE_RULESET, _SYS_ADD_RULE, _SYS_RESTRICT_SELF = 444, 445, 446  # same on x86_64 and aarch64
 _CREATE_RULESET_VERSION = 1
