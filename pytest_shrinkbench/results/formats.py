@@ -110,7 +110,8 @@ def summary_rows(report: Report, suite: str) -> list[list[str]]:
 def _setup_line(report: Report, suite: str) -> str:
     setup = report.setup(suite)
     parts = [f"base weights sha256 {', '.join(v[:12] for v in setup.get('base_sha256', [])) or '-'}"]
-    for name, label in (("recipe_hash", "recipe"), ("torch", "torch"), ("python", "python"), ("threads", "threads"), ("device", "device")):
+    for name, label in (("recipe_hash", "recipe"), ("torch", "torch"), ("python", "python"), ("threads", "threads"), ("device", "device"),
+                        ("sandbox", "methods ran at")):
         if setup.get(name):
             parts.append(f"{label} {', '.join(setup[name])}")
     counts = Counter(r.get("status") for r in report.rows if r["suite"] == suite)

@@ -228,7 +228,7 @@ def render(result: GateResult, tablefmt: str = "simple") -> str:
     parts: list[str] = []
     tolerance = f"tolerance: max({result.tolerance_points:g} pp, {result.tolerance_stds:g} std)"
     sections = [
-        ("regressions (mean top-1 fell by more than the tolerance, or cases failed)", result.regressions),
+        ("regressions (mean top-1 fell by more than the tolerance, cases failed, or methods ran unverified)", result.regressions),
         ("improvements (reported, never failing)", result.having("improved")),
         ("missing from this run (in the baseline; not compared)", result.having("missing")),
         ("new in this run (not in the baseline; not compared)", result.having("new")),

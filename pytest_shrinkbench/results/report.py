@@ -89,7 +89,7 @@ class Report:
         for row in self.rows:
             if row["suite"] != suite:
                 continue
-            for name in ("base_sha256", "recipe_hash", "torch", "python", "threads", "device"):
+            for name in ("base_sha256", "recipe_hash", "torch", "python", "threads", "device", "sandbox"):
                 value = row.get(name)
                 if value is not None and str(value) not in found[name]:
                     found[name].append(str(value))
