@@ -108,6 +108,7 @@ def _fork(main: ChildMain, walls: Walls, max_memory: int | None, sock: socket.so
     to_read, to_child = os.pipe()
     from_child, to_write = os.pipe()
     log = os.open(folder / "output.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    walls.arm(folder)  # the child's whole ruleset, built here while no case waits for it
     pid = os.fork()
     if pid == 0:
         sock.close()
@@ -115,6 +116,7 @@ def _fork(main: ChildMain, walls: Walls, max_memory: int | None, sock: socket.so
         os.close(from_child)
         main(to_read, to_write, log, folder, walls, max_memory)  # never returns
         os._exit(70)
+    walls.disarm()
     for fd in (to_read, to_write, log):
         os.close(fd)
     try:
