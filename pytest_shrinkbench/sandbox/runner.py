@@ -31,6 +31,7 @@ from .walls import landlock_abi
 
 # How much of the method's last output a failure message quotes.
 OUTPUT_TAIL_CHARS = 400
+ANSWER_SLACK = 64 * 2**20
 
 
 class MethodCalls(Protocol):
@@ -149,6 +150,9 @@ class ChildCalls:
         self.sandbox, self.setup = sandbox, setup
         self.name = setup.method.name
         self._child: Child | None = None
+        # What an honest answer can weigh: a mask and a new value for every weight, twice over, and room for a
+        # traceback. A child cannot make the harness allocate more than that.
+        self.limit = 2 * sum(t.numel() * (1 + t.element_size()) for t in (setup.state or {}).values()) + ANSWER_SLACK
 
     def call(self, compression: float, step: int, state: dict[str, torch.Tensor] | None) -> Answer:
         if self._child is None:
@@ -157,7 +161,7 @@ class ChildCalls:
             self._send(setup)
         self._send(Call(compression, step, state))
         try:
-            answer = receive(self._child.from_child)
+            answer = receive(self._child.from_child, self.limit)
         except EOFError:
             raise self._failure("ended before it answered") from None
         except ProtocolError as exc:

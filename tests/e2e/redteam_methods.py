@@ -326,6 +326,19 @@ def kill_everyone(ctx):
     return magnitude(ctx)
 
 
+@method("cheat-pipe-flood")
+def pipe_flood(ctx):
+    """Writes straight into its answer pipe: a header announcing a terabyte, to make the harness allocate it."""
+    import struct
+
+    for fd in map(int, os.listdir("/proc/self/fd")):
+        try:
+            os.write(fd, struct.pack("<Q", 2**40))
+        except OSError:
+            pass
+    return magnitude(ctx)
+
+
 @method("crash-exits")
 def exits(ctx):
     os._exit(3)

@@ -21,6 +21,7 @@ METRICS = ("top1", "top5", "top1_pre", "top5_pre", "params_nonzero", "compressio
 FAILS = {
     "cheat-subclass-masks": "mask of 'fc1.weight' is a Lying, not a plain torch.Tensor",
     "cheat-swapped-parameters": "method 'cheat-swapped-parameters' modified the model in place (fc1.weight)",
+    "cheat-pipe-flood": "method 'cheat-pipe-flood''s process sent a malformed answer (a message of 1099511627776 bytes",
     "crash-exits": "method 'crash-exits''s process ended before it answered: it exited with code 3",
     "crash-segfault": "method 'crash-segfault''s process ended before it answered: it was killed by SIGSEGV",
 }
@@ -32,9 +33,15 @@ def metrics(row: dict) -> dict:
 
 
 @pytest.fixture
-def targets(project: pytest.Pytester, shrink_cache: Path, monkeypatch: pytest.MonkeyPatch):
+def targets(project: pytest.Pytester, shrink_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """A clean session of the honest methods, then what the cheats attack: its store (and a real case key in
-    it), its results file, the cached base model, methods/, the signing key, and a listening TCP port."""
+    it), its results file, the cached base model, methods/, the signing key, and a listening TCP port.
+    The cache is this test's own copy, so that nothing else writes the files it watches."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    for path in shrink_cache.glob("digits-mlp-*"):
+        (cache / path.name).write_bytes(path.read_bytes())
+    monkeypatch.setenv("SHRINKBENCH_CACHE", str(cache))
     project.mkdir("methods")
     clean = project.runpytest_subprocess(f"--shrink-method={','.join(HONEST)}", *CASE)
     clean.assert_outcomes(passed=len(HONEST))
@@ -46,8 +53,8 @@ def targets(project: pytest.Pytester, shrink_cache: Path, monkeypatch: pytest.Mo
     listener.settimeout(0.5)
     found = {
         "store": str(store), "victim": victim, "results_file": str(project.path / "results" / run),
-        "checkpoint": str(next(shrink_cache.glob("digits-mlp-*.pt"))), "methods": str(project.path / "methods"),
-        "key": str(key_path(shrink_cache)), "port": listener.getsockname()[1],
+        "checkpoint": str(next(cache.glob("digits-mlp-*.pt"))), "methods": str(project.path / "methods"),
+        "key": str(key_path(cache)), "port": listener.getsockname()[1],
     }
     monkeypatch.setenv("REDTEAM", json.dumps(found))
     before = {name: Path(found[name]).read_bytes() for name in ("results_file", "checkpoint", "key")}
