@@ -17,7 +17,8 @@ import pytest
 
 from ..errors import SuiteUnavailable
 from ..suites import user as user_suites
-from ..suites.subject import load_subject
+from ..results.signing import key_path, load_key
+from ..suites.subject import default_cache_dir, load_subject
 from .config import read_subjects
 
 EXIT_OK, EXIT_FAILED = 0, 1
@@ -44,6 +45,8 @@ def prepare(config: pytest.Config) -> int:
     except pytest.UsageError as exc:
         print(f"pytest-shrinkbench prepare: {exc}", file=sys.stderr)
         return int(pytest.ExitCode.USAGE_ERROR)
+    # The key that signs rows lives in the cache too: made here once, so shards reading a shared cache share it.
+    load_key(key_path(subjects["cache_dir"] or default_cache_dir()))
     status = EXIT_OK
     for suite, checkpoint in [(s, c) for s in subjects["suites"] for c in subjects["weights"].get(s, ()) or (None,)]:
         label = suite + (f" [{checkpoint.tag}]" if checkpoint is not None and checkpoint.tag else "")

@@ -1,8 +1,8 @@
 """Leaderboard reports: results of one or more stores / JSON Lines files, merged, as Markdown, CSV,
 JSON and a self-contained HTML page with plots.
 
-The numbers come from :func:`pytest_shrinkbench.leaderboard.aggregate` and
-:func:`~pytest_shrinkbench.leaderboard.summarize`, the same code the end-of-session leaderboard
+The numbers come from :func:`pytest_shrinkbench.results.leaderboard.aggregate` and
+:func:`~pytest_shrinkbench.results.leaderboard.summarize`, the same code the end-of-session leaderboard
 uses; this module only reads inputs and formats.
 """
 
@@ -97,7 +97,7 @@ class Report:
         for row in self.rows:
             if row["suite"] != suite:
                 continue
-            for name in ("base_sha256", "recipe_hash", "torch", "python", "threads", "device"):
+            for name in ("base_sha256", "recipe_hash", "torch", "python", "threads", "device", "sandbox"):
                 value = row.get(name)
                 if value is not None and str(value) not in found[name]:
                     found[name].append(str(value))
@@ -112,7 +112,7 @@ def build(rows: Iterable[dict[str, Any]], *, merge: bool = True, sources: list[s
           manifests: list[Manifest] | None = None) -> Report:
     """The report of ``rows``: with ``merge``, deduplicated by case key, then reduced to the shards' plan when
     ``manifests`` are given (one row per planned case, missing shards and cases named: see
-    :mod:`.merge`), else, per method, to its latest setup (see :func:`pytest_shrinkbench.store.latest_setups`),
+    :mod:`.merge`), else, per method, to its latest setup (see :func:`pytest_shrinkbench.results.store.latest_setups`),
     with a note of what was dropped. A suite whose rows come from different base models is refused."""
     rows = list(rows)
     notes: list[str] = []
