@@ -9,6 +9,7 @@ its rows are marked unverified. Either way the harness gets back only an :class:
 
 from __future__ import annotations
 
+import atexit
 import os
 import tempfile
 import threading
@@ -215,4 +216,5 @@ def default_sandbox() -> Sandbox:
     if _default is None:
         _default = Sandbox("landlock")
         _default.discover([])
+        atexit.register(_default.close)
     return _default
