@@ -16,8 +16,8 @@ import time
 import pytest
 
 from ..errors import SuiteUnavailable
-from ..suites import user as user_suites
 from ..results.signing import key_path, load_key
+from ..suites import user as user_suites
 from ..suites.subject import default_cache_dir, load_subject
 from .config import read_subjects
 

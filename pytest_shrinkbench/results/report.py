@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from ..shards import MANIFEST_GLOB, Manifest
 from . import leaderboard
 from .files import read_jsonl
-from ..shards import MANIFEST_GLOB, Manifest
 from .leaderboard import Entry, Summary
 from .merge import planned_rows, refuse_mixed_bases
 from .store import ResultsStore, is_store, latest_setups, merge_rows
