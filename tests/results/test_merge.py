@@ -3,7 +3,6 @@ suite whose rows come from different base models refused."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
