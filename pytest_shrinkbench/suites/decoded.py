@@ -1,103 +1,33 @@
-"""Datasets decoded once into tensors, so that training draws whole batches by index instead of
-decoding every sample again in every epoch of every case.
-
-Why: a torchvision dataset decodes each sample through PIL and its transforms on every access. A
-case reads the training set once per fine-tuning epoch, and a session runs many cases: profiled on
-MNIST-format files, a quarter of a case was spent there. Decoding is done once per dataset per
-process, and only where it provably gives the same tensors as the per-sample path:
-
-* a ``TensorDataset`` is already decoded;
-* a torchvision dataset of a known class (exactly, not a subclass: a subclass may change
-  ``__getitem__``), without target or joint transforms, with the default image loader, whose
-  transform is a list of known deterministic transforms, optionally *preceded* by random crops
-  (constant padding, output as large as the image) and horizontal flips whose deterministic rest is
-  pointwise (``ToTensor``, ``Normalize``). The random part is replayed on the decoded tensors
-  (:class:`Decoded`): it draws from torch's global generator with the same calls, in the same order,
-  as torchvision does per sample, so a seeded run sees the same crops and flips — bit-identical
-  results — while the crop and flip themselves are one gather on the batch, on its device;
-* a ``Subset`` of one of these.
-
-Anything else (an unknown transform such as ``ColorJitter`` or a ``Lambda``, a custom dataset class)
-keeps the per-sample path, as does a dataset whose decoded tensors would exceed
-:data:`DECODE_LIMIT_BYTES` (ImageNet).
-"""
+"""A dataset decoded once into tensors: whole batches are one gather, on the device, instead of a
+Python call per sample per epoch. :mod:`.decoding` decides which datasets may be decoded and does it."""
 
 from __future__ import annotations
 
-import copy
-import numbers
-from typing import Any, Sequence
-from weakref import WeakKeyDictionary
+from typing import Any, Protocol, Sequence
 
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset, Subset, TensorDataset, default_collate
-
-from .registry import Splits
-
-# Largest decoded dataset kept in memory (CIFAR-10's training set is 0.6 GB as float32; ImageNet's is not kept).
-DECODE_LIMIT_BYTES = 2 << 30
-
-_DATASETS = ("MNIST", "FashionMNIST", "KMNIST", "EMNIST", "QMNIST", "CIFAR10", "CIFAR100", "SVHN", "ImageFolder", "ImageNet")
-_DETERMINISTIC = ("ToTensor", "PILToTensor", "ConvertImageDtype", "Normalize", "Resize", "CenterCrop", "Grayscale")
-_POINTWISE = ("ToTensor", "Normalize")  # commute with moving pixels: a crop or flip may be replayed after them
-
-_cache: WeakKeyDictionary = WeakKeyDictionary()
+from torch.utils.data import Dataset, TensorDataset, default_collate
 
 
-class RandomCrop:
-    """torchvision's ``RandomCrop`` (constant padding, output the image's size) replayed on decoded batches."""
+class Replayed(Protocol):
+    """A random transform of the source dataset, replayed on decoded batches: the same draws, the same pixels."""
 
-    def __init__(self, transform: Any, shape: tuple[int, ...], fill: Tensor) -> None:
-        self.transform, self.fill = transform, fill
-        padding = transform.padding or 0
-        left, top, right, bottom = (
-            (padding,) * 4 if isinstance(padding, int) else (padding[0],) * 4 if len(padding) == 1
-            else (padding[0], padding[1]) * 2 if len(padding) == 2 else tuple(padding)
-        )
-        self.offset = (top, left)
-        self.padded = (shape[0], shape[1] + top + bottom, shape[2] + left + right)
-        self.probe = torch.empty(self.padded, device="meta")  # get_params reads only its shape
+    def draw(self) -> Any:
+        """One sample's random parameters, drawn exactly as the source transform draws them."""
 
-    def draw(self) -> tuple[int, int]:
-        i, j, _, _ = self.transform.get_params(self.probe, self.transform.size)  # torchvision's own draws
-        return i, j
-
-    def apply(self, batch: Tensor, params: Sequence[tuple[int, int]]) -> Tensor:
-        count, channels, height, width = batch.shape
-        device = batch.device
-        padded = self.fill.to(device).expand(count, *self.padded).clone()
-        top, left = self.offset
-        padded[:, :, top:top + height, left:left + width] = batch
-        corners = torch.tensor(params, device=device).reshape(count, 2)
-        rows = corners[:, :1] + torch.arange(height, device=device)
-        cols = corners[:, 1:] + torch.arange(width, device=device)
-        return padded[torch.arange(count, device=device)[:, None, None, None], torch.arange(channels, device=device)[:, None, None],
-                      rows[:, None, :, None], cols[:, None, None, :]]
-
-
-class RandomFlip:
-    """torchvision's ``RandomHorizontalFlip`` replayed on decoded batches."""
-
-    def __init__(self, transform: Any) -> None:
-        self.p = transform.p
-
-    def draw(self) -> bool:
-        return bool(torch.rand(1) < self.p)  # the call torchvision makes per sample
-
-    def apply(self, batch: Tensor, params: Sequence[bool]) -> Tensor:
-        flipped = torch.tensor(params, device=batch.device).reshape(-1, 1, 1, 1)
-        return torch.where(flipped, batch.flip(-1), batch)
+    def apply(self, batch: Tensor, params: Sequence[Any]) -> Tensor:
+        """The transform of each sample of ``batch`` (N×C×H×W) with its parameters."""
 
 
 class Decoded(TensorDataset):
-    """Inputs and targets decoded once, and the random transforms (if any) that precede the decoding, replayed.
+    """Inputs and targets decoded once, and the random transforms (if any) that came before the decoding, replayed.
 
     Indexing gives what the source dataset gives — a sample for an int, the collated batch for a list
     or slice — with the same draws from the global generator, in the same order.
     """
 
-    def __init__(self, inputs: Tensor, targets: Tensor, replay: Sequence[RandomCrop | RandomFlip] = ()) -> None:
+    def __init__(self, inputs: Tensor, targets: Tensor, replay: Sequence[Replayed] = ()) -> None:
         super().__init__(inputs, targets)
         self.replay = tuple(replay)
 
@@ -107,7 +37,7 @@ class Decoded(TensorDataset):
             return inputs, targets
         single = inputs.dim() < self.tensors[0].dim()
         batch = inputs.unsqueeze(0) if single else inputs
-        params = [[op.draw() for op in self.replay] for _ in range(len(batch))]  # sample by sample, as torchvision
+        params = [[op.draw() for op in self.replay] for _ in range(len(batch))]  # sample by sample, as the source does
         for k, op in enumerate(self.replay):
             batch = op.apply(batch, [drawn[k] for drawn in params])
         return (batch[0] if single else batch), targets
@@ -116,111 +46,8 @@ class Decoded(TensorDataset):
         return Decoded(self.tensors[0].to(device), self.tensors[1].to(device), self.replay)
 
 
-def prepared(splits: Splits, device: torch.device) -> Splits:
-    """``splits`` decoded where provably equivalent (once per dataset per process) and, when decoded, on ``device``."""
-    return Splits(*(_on(decoded(data), device) for data in (splits.train, splits.test)))
-
-
-def decoded(data: Dataset) -> Dataset:
-    """``data`` decoded into tensors (a :class:`Decoded`), or ``data`` itself where that is not provably the same."""
-    try:
-        return _cache[data]
-    except KeyError:
-        pass
-    except TypeError:  # unhashable or not weakly referenceable: decode without remembering
-        return decode(data)
-    result = _cache[data] = decode(data)
-    return result
-
-
 def take(data: Dataset, indices: list[int]) -> tuple[Tensor, Tensor]:
     """The samples at ``indices``, collated: one gather for tensors, else sample by sample."""
     if isinstance(data, TensorDataset):
         return data[indices]
     return default_collate([data[i] for i in indices])
-
-
-def decode(data: Dataset, limit: int = DECODE_LIMIT_BYTES) -> Dataset:
-    """Decode every sample of ``data`` once (not cached: see :func:`decoded`)."""
-    if isinstance(data, TensorDataset):
-        return data
-    plan = _plan(data)
-    if plan is None:
-        return data
-    view, replay = plan
-    first, _ = view[0]
-    if not isinstance(first, Tensor) or len(view) * first.numel() * first.element_size() > limit:
-        return data
-    inputs = torch.empty((len(view), *first.shape), dtype=first.dtype)
-    targets = torch.empty(len(view), dtype=torch.long)
-    for index in range(len(view)):
-        sample, target = view[index]
-        if not isinstance(sample, Tensor) or sample.shape != first.shape or sample.dtype != first.dtype:
-            return data
-        if not isinstance(target, numbers.Integral) or isinstance(target, bool):
-            return data
-        inputs[index], targets[index] = sample, int(target)
-    return Decoded(inputs, targets, replay)
-
-
-def _on(data: Dataset, device: torch.device) -> Dataset:
-    if not isinstance(data, TensorDataset) or device.type == "cpu":
-        return data
-    if sum(t.numel() * t.element_size() for t in data.tensors) > DECODE_LIMIT_BYTES:
-        return data
-    return data.to(device) if isinstance(data, Decoded) else TensorDataset(*(t.to(device) for t in data.tensors))
-
-
-def _plan(data: Dataset) -> tuple[Dataset, list] | None:
-    """A view of ``data`` that applies only its deterministic transforms, and the random ones to replay; None if unknown."""
-    if type(data) is Subset:
-        inner = _plan(data.dataset)
-        return None if inner is None else (Subset(inner[0], data.indices), inner[1])
-    if not type(data).__module__.startswith("torchvision.datasets"):
-        return None
-    import torchvision
-    from torchvision import transforms
-    from torchvision.datasets.folder import default_loader, pil_loader
-    from torchvision.datasets.vision import StandardTransform
-
-    if type(data) not in {getattr(torchvision.datasets, name) for name in _DATASETS}:
-        return None
-    if data.target_transform is not None or not isinstance(data.transforms, StandardTransform) or data.transforms.transform is not data.transform:
-        return None
-    if getattr(data, "loader", default_loader) not in (default_loader, pil_loader):
-        return None
-    steps = list(data.transform.transforms) if type(data.transform) is transforms.Compose else [data.transform]
-    head = 0
-    while head < len(steps) and type(steps[head]) in (transforms.RandomCrop, transforms.RandomHorizontalFlip):
-        head += 1
-    rest = steps[head:]
-    allowed = _POINTWISE if head else _DETERMINISTIC
-    if not rest or not all(type(step) is getattr(transforms, type(step).__name__, None) and type(step).__name__ in allowed for step in rest):
-        return None
-    view = _with_transform(data, transforms.Compose(rest))
-    replay = [_replayed(step, data, view, transforms.Compose(rest)) for step in steps[:head]]
-    return None if None in replay else (view, replay)
-
-
-def _with_transform(data: Dataset, transform: Any) -> Dataset:
-    from torchvision.datasets.vision import StandardTransform
-
-    view = copy.copy(data)  # shares the loaded arrays and file lists
-    view.transform, view.transforms = transform, StandardTransform(transform)
-    return view
-
-
-def _replayed(step: Any, data: Dataset, view: Dataset, rest: Any) -> RandomCrop | RandomFlip | None:
-    """The replay of one random transform, or None when it cannot be replayed exactly on decoded tensors."""
-    from PIL import Image
-    from torchvision import transforms
-
-    if type(step) is transforms.RandomHorizontalFlip:
-        return RandomFlip(step)
-    raw, _ = _with_transform(data, None)[0]
-    shape = tuple(view[0][0].shape)
-    if (step.padding_mode != "constant" or not isinstance(step.fill, numbers.Number) or raw.mode == "P"
-            or len(shape) != 3 or tuple(step.size) != shape[1:]):
-        return None
-    fill = rest(Image.new(raw.mode, (1, 1), step.fill))  # a padded pixel, decoded as the rest decodes pixels
-    return RandomCrop(step, shape, fill)

@@ -19,7 +19,8 @@ from ..identity import file_sha256
 from ..measure.flops import module_flops
 from ..measure.structured import Link, channel_links
 from ..prunable import prunable_modules
-from .decoded import prepared, take
+from .decoded import take
+from .decoding import prepared
 from .registry import SUITES, Splits, Suite
 from .training import evaluate, fit
 

@@ -20,7 +20,8 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset, TensorDataset
 
 from ..registry import load_entry_points
-from .decoded import Decoded, decoded
+from .decoded import Decoded
+from .decoding import decoded
 from .recipe import Recipe
 from .registry import SUITES, Splits, Suite, register_suite
 

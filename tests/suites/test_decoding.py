@@ -10,11 +10,12 @@ import pytest
 import torch
 import torchvision
 from torch import nn
-from torch.utils.data import Subset, default_collate
+from torch.utils.data import Dataset, Subset, default_collate
 from torchvision import transforms
 
-from pytest_shrinkbench.suites import vision_data as vd
-from pytest_shrinkbench.suites.decoded import Decoded, decode, decoded, prepared, take
+from pytest_shrinkbench.suites import decoding, vision_data as vd
+from pytest_shrinkbench.suites.decoded import Decoded, take
+from pytest_shrinkbench.suites.decoding import decode, decoded, prepared
 from pytest_shrinkbench.suites.recipe import ScheduledRecipe
 from pytest_shrinkbench.suites.registry import Splits
 from pytest_shrinkbench.suites.training import evaluate, fit
@@ -40,12 +41,36 @@ def mnist(tmp_path: Path) -> torchvision.datasets.MNIST:
                                       transform=transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))]))
 
 
+def per_sample(data: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
+    return default_collate([data[i] for i in range(len(data))])
+
+
 def test_mnist_is_decoded_to_exactly_the_per_sample_tensors(mnist: torchvision.datasets.MNIST) -> None:
     data = decode(mnist)
     assert isinstance(data, Decoded) and not data.replay and len(data) == 30
-    inputs, targets = default_collate([mnist[i] for i in range(30)])
+    inputs, targets = per_sample(mnist)
     assert torch.equal(data.tensors[0], inputs) and torch.equal(data.tensors[1], targets)
     assert torch.equal(data[7][0], mnist[7][0]) and data[7][1] == mnist[7][1]
+
+
+def test_cifar_test_images_are_decoded_to_exactly_the_per_sample_tensors(cifar: Splits) -> None:
+    data = decode(cifar.test)
+    assert isinstance(data, Decoded) and not data.replay
+    assert all(torch.equal(a, b) for a, b in zip(data.tensors, per_sample(cifar.test)))
+
+
+def test_other_deterministic_transforms_are_decoded_sample_by_sample(mnist: torchvision.datasets.MNIST) -> None:
+    resized = torchvision.datasets.MNIST(mnist.root, train=True, transform=transforms.Compose([transforms.Resize(14), transforms.ToTensor()]))
+    data = decode(resized)
+    assert isinstance(data, Decoded) and data.tensors[0].shape == (30, 1, 14, 14)
+    assert all(torch.equal(a, b) for a, b in zip(data.tensors, per_sample(resized)))
+
+
+def test_bulk_decoding_that_disagrees_with_the_per_sample_path_is_not_used(mnist: torchvision.datasets.MNIST,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(decoding, "_bulk", lambda view: (torch.zeros(30, 1, 28, 28), torch.as_tensor(mnist.targets)))
+    data = decode(mnist)
+    assert all(torch.equal(a, b) for a, b in zip(data.tensors, per_sample(mnist)))
 
 
 def test_cifar_crops_and_flips_are_replayed_with_torchvisions_draws(cifar: Splits) -> None:
