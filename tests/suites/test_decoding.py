@@ -13,7 +13,8 @@ from torch import nn
 from torch.utils.data import Dataset, Subset, default_collate
 from torchvision import transforms
 
-from pytest_shrinkbench.suites import decoding, vision_data as vd
+from pytest_shrinkbench.suites import decoding
+from pytest_shrinkbench.suites import vision_data as vd
 from pytest_shrinkbench.suites.decoded import Decoded, take
 from pytest_shrinkbench.suites.decoding import decode, decoded, prepared
 from pytest_shrinkbench.suites.recipe import ScheduledRecipe
