@@ -14,7 +14,7 @@ MNIST-format files, a quarter of a case was spent there. Decoded:
   draws from torch's global generator with torchvision's own calls, in the same order, so a seeded
   run sees the same crops and flips — bit-identical results — while the crop and flip themselves
   are one gather on the batch, on its device;
-* a ``Subset`` of one of these.
+* a ``Subset`` of one of these (``random_split`` of a ``TensorDataset`` included).
 
 MNIST and CIFAR decode in bulk (their ``uint8`` arrays through the same tensor operations as
 ``ToTensor`` and ``Normalize``: 60,000 images in about a second instead of a quarter of a minute),
@@ -109,6 +109,8 @@ def _plan(data: Dataset) -> tuple[Dataset, list[Replayed]] | None:
     if type(data) is Subset:
         inner = _plan(data.dataset)
         return None if inner is None else (Subset(inner[0], data.indices), inner[1])
+    if type(data) is TensorDataset:  # inside a Subset (random_split): gathered in bulk
+        return data, []
     if not type(data).__module__.startswith("torchvision.datasets"):
         return None
     import torchvision
@@ -144,6 +146,8 @@ def _bulk(view: Dataset) -> tuple[Tensor, Tensor] | None:
     if type(view) is Subset:
         inner = _bulk(view.dataset)
         return None if inner is None else (inner[0][view.indices], inner[1][view.indices])
+    if type(view) is TensorDataset:
+        return (view.tensors[0], view.tensors[1]) if len(view.tensors) == 2 else None
     getitem = type(view).__getitem__
     if getitem is torchvision.datasets.MNIST.__getitem__:
         pixels, targets = view.data.unsqueeze(-1), torch.as_tensor(view.targets)

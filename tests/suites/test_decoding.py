@@ -10,7 +10,7 @@ import pytest
 import torch
 import torchvision
 from torch import nn
-from torch.utils.data import Dataset, Subset, default_collate
+from torch.utils.data import Dataset, Subset, TensorDataset, default_collate, random_split
 from torchvision import transforms
 
 from pytest_shrinkbench.suites import decoding
@@ -166,3 +166,11 @@ def test_a_user_suites_fingerprint_does_not_change_when_its_data_is_decoded(mnis
     from pytest_shrinkbench.suites.user import fingerprint
 
     assert fingerprint(Splits(decode(mnist), decode(mnist))) == fingerprint(Splits(mnist, mnist))
+
+
+def test_a_random_split_of_tensors_is_gathered_once() -> None:
+    tensors = TensorDataset(torch.randn(10, 3), torch.arange(10, dtype=torch.int32))
+    part, _ = random_split(tensors, [6, 4], generator=torch.Generator().manual_seed(0))
+    data = decode(part)
+    assert isinstance(data, Decoded)
+    assert all(torch.equal(a, b) for a, b in zip(data.tensors, per_sample(part))), "values and dtypes as the DataLoader collates them"
