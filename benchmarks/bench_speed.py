@@ -12,10 +12,14 @@ run. This script measures, in one run on this machine:
    the difference is the enforcer's: under Adam the masked entries' second moments stay exactly
    zero, and torch's CPU ``sqrt`` (MKL) takes about 4x as long on zeros as on other values:
    about 3% of a dense step's instructions here (counted with valgrind's callgrind).
-2. the wall time of the default main job, ``pytest --shrink-method=all --shrink-store=none -n 2
-   -p no:cacheprovider`` (252 cases), with the base models already cached (target <= 4 minutes). Its
-   results go to a temporary folder, not the repository. (``bench_main_job.py`` times it too, with
-   other worker counts and against another checkout.)
+2. the wall time of the default main job, ``pytest --shrink-method=all -n 2 -p no:cacheprovider``
+   (252 cases), with the base models already cached (target <= 4 minutes). Its results go to a
+   temporary folder, not the repository, and no store is used (every case runs).
+   (``bench_main_job.py`` runs it the same way, with other worker counts and against another checkout.)
+3. with ``--sandbox-pairs N``: what isolation costs, as the main job's wall time with every method in
+   a walled child process (the default) ÷ the same job with ``--shrink-sandbox=in-process`` (the
+   debugging mode: method code in the worker itself), N interleaved pairs, ratio of the medians
+   (target <= 1.05).
 
 It is a measurement, not a gate: it exits 0 whether or not the targets are met, and prints
 "ABOVE TARGET" next to any that is missed. Base models come from ``$SHRINKBENCH_CACHE`` if set,
@@ -54,6 +58,7 @@ REPETITIONS = 11
 FINETUNE_TARGET = 1.10
 
 MAIN_JOB_TARGET_S = 4 * 60.0
+SANDBOX_TARGET = 1.05
 
 
 def dense_finetune_seconds(subject: Subject) -> float:
@@ -94,6 +99,12 @@ def measure_finetune_ratio() -> float:
     return masked_median / dense_median
 
 
+def measure_main_job(*extra: str) -> Run:
+    """The default main job (plus ``extra`` options) with warm base-model caches, timed."""
+    warm_caches(REPO_ROOT)  # trains and caches on first use, so the timed run only loads
+    return run_main_job(REPO_ROOT, 2, list(extra))
+
+
 def verdict(value: float, target: float) -> str:
     return "" if value <= target else "  ABOVE TARGET"
 
@@ -101,6 +112,8 @@ def verdict(value: float, target: float) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip-main-job", action="store_true", help="skip timing the default main job (about a minute)")
+    parser.add_argument("--sandbox-pairs", type=int, default=0, metavar="N",
+                        help="also time N interleaved pairs of the main job: sandboxed vs in-process (N x 3 minutes)")
     args = parser.parse_args()
 
     torch.set_num_threads(1)
@@ -111,9 +124,17 @@ def main() -> None:
 
     main_job: Run | None = None
     if not args.skip_main_job:
-        warm_caches(REPO_ROOT)
-        main_job = run_main_job(REPO_ROOT, 2, [])
+        main_job = measure_main_job()
         print(f"  main job: pytest exit code {main_job.returncode}: {main_job.last_line}")
+
+    sandboxed: list[float] = []
+    in_process: list[float] = []
+    for pair in range(args.sandbox_pairs):
+        order = [(sandboxed, ()), (in_process, ("--shrink-sandbox=in-process",))]
+        for times, extra in order if pair % 2 == 0 else reversed(order):
+            run = measure_main_job(*extra)
+            times.append(run.wall)
+            print(f"  pair {pair + 1}: {' '.join(extra) or 'sandboxed'}: {run.wall:.1f} s (exit code {run.returncode})")
 
     print()
     print("summary")
@@ -126,6 +147,11 @@ def main() -> None:
             f"  main job wall time: {main_job.wall:.1f} s (target <= {MAIN_JOB_TARGET_S / 60:g} min = {MAIN_JOB_TARGET_S:.0f} s)"
             f"{verdict(main_job.wall, MAIN_JOB_TARGET_S)}{failed}"
         )
+    if sandboxed:
+        ratio = statistics.median(sandboxed) / statistics.median(in_process)
+        print(f"  main job sandboxed / in-process: {ratio:.3f} (medians {statistics.median(sandboxed):.1f} s / "
+              f"{statistics.median(in_process):.1f} s over {len(sandboxed)} pairs; target <= {SANDBOX_TARGET})"
+              f"{verdict(ratio, SANDBOX_TARGET)}")
 
 
 if __name__ == "__main__":

@@ -46,6 +46,8 @@ class ShrinkConfig:
     weights: dict[str, tuple[Checkpoint, ...]] = field(default_factory=dict)  # --shrink-weights per suite
     device: str = "cpu"  # resolved: "cpu" or "cuda"
     latency_batch: int | None = None  # --shrink-latency: inputs per timed forward pass; None: no timing
+    sandbox: str = "landlock"  # where method code runs: landlock, process or in-process
+    require_sandbox: str | None = None  # gate: the least confinement every row must have
 
     def cases(self) -> list[CaseSpec]:
         """Every case, in the same order on every xdist worker; several checkpoints of a suite are an axis."""
@@ -65,6 +67,7 @@ class ShrinkConfig:
 
 
 CONFIG_KEY = pytest.StashKey[ShrinkConfig]()
+SANDBOX_KEY = pytest.StashKey["Sandbox"]()
 
 
 def select(spec: str, known: Mapping[str, Any]) -> list[str]:
@@ -124,6 +127,7 @@ def parse(config: pytest.Config, known_methods: Mapping[str, Any]) -> ShrinkConf
     max_memory = value(config, "shrink_max_memory")
     if max_memory is not None and device == "cuda":
         raise pytest.UsageError("shrinkbench: --shrink-max-memory caps address space, which CUDA needs far more of; use it with --shrink-device=cpu")
+    sandbox = value(config, "shrink_sandbox")
     optional = {name: value(config, name) for name in ("shrink_cache", "shrink_report", "shrink_save_baseline", "shrink_data_root")}
     return ShrinkConfig(
         methods=chosen,
@@ -136,7 +140,8 @@ def parse(config: pytest.Config, known_methods: Mapping[str, Any]) -> ShrinkConf
         timeout=value(config, "shrink_timeout"),
         max_memory_gib=max_memory,
         store_path=None if store.lower() == "none" else under(root, store),
-        reuse=not latency and flag(config, "shrink_reuse"),  # timing needs the model
+        # timing needs the model; a debugging session runs everything (its rows are never stored as verified)
+        reuse=not latency and sandbox != "in-process" and flag(config, "shrink_reuse"),
         report_dir=under(root, optional["shrink_report"]) if optional["shrink_report"] else None,
         baseline=baseline,
         save_baseline=under(root, optional["shrink_save_baseline"]) if optional["shrink_save_baseline"] else None,
@@ -146,6 +151,8 @@ def parse(config: pytest.Config, known_methods: Mapping[str, Any]) -> ShrinkConf
         weights=weights,
         device=device,
         latency_batch=value(config, "shrink_latency_batch") if latency else None,
+        sandbox=sandbox,
+        require_sandbox=value(config, "shrink_require_sandbox"),
     )
 
 

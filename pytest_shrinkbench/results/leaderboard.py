@@ -10,6 +10,8 @@ from typing import Any, Callable, Iterable
 
 from tabulate import tabulate
 
+from .schema import LEVEL_IN_PROCESS
+
 
 @dataclass
 class Entry:
@@ -28,6 +30,14 @@ class Entry:
     failed: int = 0
     skipped: int = 0
     rank: int | None = None  # None: not ranked (some seed failed, or nothing passed)
+    new_weights: bool = False  # the method returned new values for kept weights (allowed, and shown)
+    unverified: bool = False  # a case ran in the in-process debugging mode
+
+    @property
+    def label(self) -> str:
+        """The method's name as tables show it, with what a reader must know about how it was measured."""
+        marks = [m for m, on in (("new weights", self.new_weights), ("unverified", self.unverified)) if on]
+        return f"{self.method} ({', '.join(marks)})" if marks else self.method
 
     @property
     def n(self) -> int:
@@ -77,6 +87,8 @@ def aggregate(rows: Iterable[dict[str, Any]]) -> list[Entry]:
         suite = suite_label(row["suite"], row.get("weights"))
         key = (suite, float(row["ratio"]), row["method"])
         entry = entries.setdefault(key, Entry(suite, row["method"], float(row["ratio"])))
+        entry.new_weights |= bool(row.get("weights_changed"))
+        entry.unverified |= row.get("sandbox") == LEVEL_IN_PROCESS
         if row["status"] == "passed":
             entry.top1.append(row["top1"])
             entry.top1_pre.append(row["top1_pre"])
@@ -115,7 +127,7 @@ def table(entries: list[Entry]) -> tuple[list[str], list[list[str]]]:
     headers += ["measured speedup"] if measured else []
     rows = []
     for e in entries:
-        cells = [f"x{e.ratio:g}", e.method, e.status, mean_std(e.top1), mean_std(e.top1_pre),
+        cells = [f"x{e.ratio:g}", e.label, e.status, mean_std(e.top1), mean_std(e.top1_pre),
                  mean_std(e.compression, 2), mean_std(e.speedup, 2)]
         rows.append(cells + ([mean_std(e.speedup_measured, 2)] if measured else []) + [str(e.n)])
     return headers + ["seeds"], rows
