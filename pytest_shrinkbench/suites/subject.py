@@ -29,9 +29,7 @@ BASE_TRAINING_THREADS = 1
 # The invariants compare logits on this many training inputs: a model that reads masked weights, or state
 # outside its state_dict, changes essentially every logit, and 3 forward passes of 128 images were 5% of a case.
 CHECK_BATCH = 32
-# The first 128 training samples are still taken: an augmenting suite draws their crops and flips from the
-# global generator before fine-tuning (as it did when all 128 were checked), and fine-tuning's own draws follow.
-CHECK_DRAWN = 128
+CHECK_SEED = 0
 
 
 def default_cache_dir() -> Path:
@@ -76,13 +74,17 @@ class Subject:
     def batch(self, seed: int, size: int = 256) -> tuple[Tensor, Tensor]:
         """A seeded batch of *training* examples, for methods that score weights by data."""
         order = torch.randperm(len(self.data.train), generator=torch.Generator().manual_seed(seed))
-        inputs, targets = take(self.data.train, order[:size].tolist())
+        with torch.random.fork_rng(devices=[]):  # an augmenting suite's crops and flips: from the seed alone
+            torch.manual_seed(seed)
+            inputs, targets = take(self.data.train, order[:size].tolist())
         return inputs.to(self.device), targets.to(self.device)
 
     def check_inputs(self) -> Tensor:
         """Fixed training inputs on which the invariants compare logits."""
-        inputs, _ = take(self.data.train, list(range(min(CHECK_DRAWN, len(self.data.train)))))
-        return inputs[:CHECK_BATCH].to(self.device)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(CHECK_SEED)
+            inputs, _ = take(self.data.train, list(range(min(CHECK_BATCH, len(self.data.train)))))
+        return inputs.to(self.device)
 
 
 def checkpoint_key(suite: Suite, data_id: str = "") -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import os
 from pathlib import Path
 
 import pytest
@@ -26,13 +25,10 @@ CPU = torch.device("cpu")
 
 
 @pytest.fixture
-def cifar(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Splits:
+def cifar(tmp_path: Path, cifar_md5_bypass: None) -> Splits:
     """The fake CIFAR-10 through the suite's own loader (random crop of the padded image + flip, then normalize)."""
-    monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", lambda fpath, md5=None: os.path.isfile(fpath))
-    vd._cifar10.cache_clear()
     write_cifar10(tmp_path, train=40, test=20)
-    yield vd.cifar10(tmp_path)
-    vd._cifar10.cache_clear()
+    return vd.cifar10(tmp_path)
 
 
 @pytest.fixture
