@@ -5,6 +5,7 @@ break runs that collect the plugin's packaged case module from another project.)
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -33,3 +34,17 @@ def project(pytester: pytest.Pytester, shrink_cache: Path, monkeypatch: pytest.M
     monkeypatch.setenv("SHRINKBENCH_CACHE", str(shrink_cache))
     pytester.makeini("[pytest]\nshrink_results = results\n")
     return pytester
+
+
+@pytest.fixture
+def cifar_md5_bypass(monkeypatch: pytest.MonkeyPatch) -> None:
+    """torchvision checks CIFAR-10's md5 sums (batches and meta); the fakes of ``tests.vision_fakes`` only exist.
+    This test process only, with the per-process cache of the CIFAR-10 loader emptied before and after."""
+    import torchvision
+
+    from pytest_shrinkbench.suites import vision_data
+
+    monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", lambda fpath, md5=None: os.path.isfile(fpath))
+    vision_data._cifar10.cache_clear()
+    yield
+    vision_data._cifar10.cache_clear()

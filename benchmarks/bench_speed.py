@@ -15,6 +15,7 @@ run. This script measures, in one run on this machine:
 2. the wall time of the default main job, ``pytest --shrink-method=all -n 2 -p no:cacheprovider``
    (252 cases), with the base models already cached (target <= 4 minutes). Its results go to a
    temporary folder, not the repository, and no store is used (every case runs).
+   (``bench_main_job.py`` runs it the same way, with other worker counts and against another checkout.)
 3. with ``--sandbox-pairs N``: what isolation costs, as the main job's wall time with every method in
    a walled child process (the default) ÷ the same job with ``--shrink-sandbox=in-process`` (the
    debugging mode: method code in the worker itself), N interleaved pairs, ratio of the medians
@@ -36,19 +37,15 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
-import sys
-import tempfile
-import time
 from pathlib import Path
 
 import torch
+from bench_main_job import Run, run_main_job, warm_caches  # a sibling script (benchmarks/ is on sys.path)
 
 from pytest_shrinkbench import prune
 from pytest_shrinkbench.prunable import prunable_parameters
 from pytest_shrinkbench.run.case import finetune
 from pytest_shrinkbench.run.masks import MaskEnforcer, apply_masks
-from pytest_shrinkbench.suites import DEFAULT_SUITES
 from pytest_shrinkbench.suites.subject import Subject, load_subject
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -60,7 +57,6 @@ SEED = 0
 REPETITIONS = 11
 FINETUNE_TARGET = 1.10
 
-MAIN_JOB_ARGS = ["--shrink-method=all", "-n", "2", "-p", "no:cacheprovider", "--shrink-store=none"]
 MAIN_JOB_TARGET_S = 4 * 60.0
 SANDBOX_TARGET = 1.05
 
@@ -103,17 +99,10 @@ def measure_finetune_ratio() -> float:
     return masked_median / dense_median
 
 
-def measure_main_job(*extra: str) -> tuple[float, subprocess.CompletedProcess[str]]:
-    """Wall time of the default main job (plus ``extra`` options) with warm base-model caches, and its process."""
-    for suite in DEFAULT_SUITES:
-        load_subject(suite)  # trains and caches on first use, so the timed run only loads
-    with tempfile.TemporaryDirectory(prefix="shrinkbench-speed-") as results:
-        command = [sys.executable, "-m", "pytest", *MAIN_JOB_ARGS, *extra, f"--shrink-results={results}"]
-        print(f"main job: {' '.join(command[2:])} (cwd {REPO_ROOT})")
-        start = time.perf_counter()
-        process = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True)
-        seconds = time.perf_counter() - start
-    return seconds, process
+def measure_main_job(*extra: str) -> Run:
+    """The default main job (plus ``extra`` options) with warm base-model caches, timed."""
+    warm_caches(REPO_ROOT)  # trains and caches on first use, so the timed run only loads
+    return run_main_job(REPO_ROOT, 2, list(extra))
 
 
 def verdict(value: float, target: float) -> str:
@@ -133,23 +122,19 @@ def main() -> None:
     print(f"cores available: {len(os.sched_getaffinity(0))}, load average (1/5/15 min): {'/'.join(f'{x:.2f}' for x in os.getloadavg())}")
     ratio = measure_finetune_ratio()
 
-    main_job: tuple[float, subprocess.CompletedProcess[str]] | None = None
+    main_job: Run | None = None
     if not args.skip_main_job:
         main_job = measure_main_job()
-        seconds, process = main_job
-        lines = process.stdout.strip().splitlines()
-        print(f"  pytest exit code {process.returncode}: {lines[-1] if lines else '(no output)'}")
-        if process.returncode != 0:
-            print("  last lines of its output:", *lines[-20:], process.stderr.strip(), sep="\n    ")
+        print(f"  main job: pytest exit code {main_job.returncode}: {main_job.last_line}")
 
     sandboxed: list[float] = []
     in_process: list[float] = []
     for pair in range(args.sandbox_pairs):
         order = [(sandboxed, ()), (in_process, ("--shrink-sandbox=in-process",))]
         for times, extra in order if pair % 2 == 0 else reversed(order):
-            seconds, process = measure_main_job(*extra)
-            times.append(seconds)
-            print(f"  pair {pair + 1}: {' '.join(extra) or 'sandboxed'}: {seconds:.1f} s (exit code {process.returncode})")
+            run = measure_main_job(*extra)
+            times.append(run.wall)
+            print(f"  pair {pair + 1}: {' '.join(extra) or 'sandboxed'}: {run.wall:.1f} s (exit code {run.returncode})")
 
     print()
     print("summary")
@@ -157,11 +142,10 @@ def main() -> None:
     if main_job is None:
         print("  main job wall time: skipped (--skip-main-job)")
     else:
-        seconds, process = main_job
-        failed = "" if process.returncode == 0 else f"  (pytest exit code {process.returncode})"
+        failed = "" if main_job.returncode == 0 else f"  (pytest exit code {main_job.returncode})"
         print(
-            f"  main job wall time: {seconds:.1f} s (target <= {MAIN_JOB_TARGET_S / 60:g} min = {MAIN_JOB_TARGET_S:.0f} s)"
-            f"{verdict(seconds, MAIN_JOB_TARGET_S)}{failed}"
+            f"  main job wall time: {main_job.wall:.1f} s (target <= {MAIN_JOB_TARGET_S / 60:g} min = {MAIN_JOB_TARGET_S:.0f} s)"
+            f"{verdict(main_job.wall, MAIN_JOB_TARGET_S)}{failed}"
         )
     if sandboxed:
         ratio = statistics.median(sandboxed) / statistics.median(in_process)

@@ -23,7 +23,9 @@ import torch
 # 4: depthwise convs pass removed channels through in the structured FLOPs (and l1-filter's masks).
 # 5: methods run in a child process; the harness reseeds torch's RNG with the case's seed before fine-tuning,
 #    so a method can no longer advance the RNG that dropout draws from (suites with dropout change).
-MEASURE_VERSION = 5
+# 6: an augmenting suite's pruning batch (CIFAR-10's random crops and flips) is drawn with torch's RNG seeded by
+#    the case's seed; in 5 it followed whatever the process had drawn before (other cases on the same worker).
+MEASURE_VERSION = 6
 
 # What makes two results interchangeable: the same method code on the same base weights, recipe,
 # ratio and seed, computed by the same software with the same thread count on the same kind of device.

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch import Tensor, nn
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, TensorDataset
 
 from .recipe import Recipe
 
@@ -60,8 +60,24 @@ def optimizer_steps(data: Dataset, recipe: Recipe) -> int:
 
 def _loader(data: Dataset, recipe: Recipe, seed: int) -> DataLoader:
     """The training batches: shuffled by ``seed``, the last batch kept even if short (one definition, so
-    :func:`optimizer_steps` always agrees with :func:`fit`)."""
-    return DataLoader(data, batch_size=recipe.batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed))
+    :func:`optimizer_steps` always agrees with :func:`fit`).
+
+    Tensors (decoded datasets) are indexed a whole batch at a time. The order is the same either way:
+    ``shuffle=True`` is this very ``BatchSampler(RandomSampler(data, generator))``, and the loader draws
+    its base seed from the same generator at the start of every epoch.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    if isinstance(data, TensorDataset):
+        batches = BatchSampler(RandomSampler(data, generator=generator), recipe.batch_size, drop_last=False)
+        return DataLoader(data, batch_size=None, sampler=batches, generator=generator)
+    return DataLoader(data, batch_size=recipe.batch_size, shuffle=True, generator=generator)
+
+
+def _slices(data: Dataset, size: int) -> Iterable[tuple[Tensor, Tensor]]:
+    """Consecutive batches of ``size`` in order: slices of tensors, or collated samples."""
+    if isinstance(data, TensorDataset):
+        return (data[start:start + size] for start in range(0, len(data), size))
+    return DataLoader(data, batch_size=size)
 
 
 @torch.no_grad()
@@ -69,7 +85,7 @@ def evaluate(model: nn.Module, data: Dataset, *, device: torch.device, batch_siz
     """Top-1 and top-5 accuracy of ``model`` on ``data`` (eval mode)."""
     model.eval()
     top1 = top5 = total = 0
-    for inputs, targets in DataLoader(data, batch_size=batch_size):
+    for inputs, targets in _slices(data, batch_size):
         logits = model(inputs.to(device))
         targets = targets.to(device)
         best = logits.topk(min(5, logits.shape[1]), dim=1).indices

@@ -20,6 +20,8 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset, TensorDataset
 
 from ..registry import load_entry_points
+from .decoded import Decoded
+from .decoding import decoded
 from .recipe import Recipe
 from .registry import SUITES, Splits, Suite, register_suite
 
@@ -83,7 +85,8 @@ def suite(
                 base_recipe=base,
                 finetune_recipe=finetune,
                 description=description or (build.__doc__ or "").strip().split("\n")[0],
-                data_fingerprint=lambda _root: fingerprint(load_data()),
+                # Decoded once here (and remembered for the subject): sampling decoded tensors is cheap.
+                data_fingerprint=lambda _root: fingerprint(Splits(decoded(load_data().train), decoded(load_data().test))),
                 find_weights=find_weights,
             )
         )
@@ -103,12 +106,14 @@ def fingerprint(splits: Splits) -> str:
 
     A ``TensorDataset`` is hashed whole; any other dataset by its length and
     ``FINGERPRINT_SAMPLES`` evenly spaced samples (hashing every sample of a large dataset on
-    each session start would cost more than it protects).
+    each session start would cost more than it protects). A :class:`Decoded` dataset gives the
+    samples of the dataset it was decoded from, so it is sampled too: its fingerprint, and the
+    cached base model it keys, stay those of the user's dataset.
     """
     digest = hashlib.sha256()
     for data in (splits.train, splits.test):
         digest.update(str(len(data)).encode())
-        if isinstance(data, TensorDataset):
+        if isinstance(data, TensorDataset) and not isinstance(data, Decoded):
             for tensor in data.tensors:
                 _update(digest, tensor)
             continue

@@ -6,9 +6,11 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+import pytest_shrinkbench.baselines  # noqa: F401  (registers the baselines)
 from pytest_shrinkbench import load_subject
 from pytest_shrinkbench.identity import file_sha256 as sha256_of
 from pytest_shrinkbench.identity import state_digest
@@ -113,3 +115,14 @@ def test_base_weights_do_not_depend_on_the_callers_thread_count(tmp_path: Path) 
     finally:
         torch.set_num_threads(threads)
     assert wide.sha256 == narrow.sha256
+
+
+def test_digits_are_read_exactly_as_scikit_learn_loads_them() -> None:
+    from sklearn.datasets import load_digits
+
+    from pytest_shrinkbench.suites.digits import digits_arrays
+
+    images, target = digits_arrays()
+    bunch = load_digits()
+    assert images.dtype == bunch.images.dtype and np.array_equal(images, bunch.images)
+    assert np.array_equal(target, bunch.target) and target.dtype.kind == "i"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -12,15 +11,6 @@ import torchvision
 
 from pytest_shrinkbench.suites import vision_data as vd
 from tests.vision_fakes import WNIDS, write_cifar10, write_imagefolder, write_mnist
-
-
-@pytest.fixture
-def cifar_md5_bypass(monkeypatch: pytest.MonkeyPatch) -> None:
-    """torchvision checks CIFAR-10's md5 sums (batches and meta); the fakes only exist. This test process only."""
-    monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", lambda fpath, md5=None: os.path.isfile(fpath))
-    vd._cifar10.cache_clear()
-    yield
-    vd._cifar10.cache_clear()
 
 
 def normalized(pixels: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:

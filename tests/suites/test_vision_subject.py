@@ -16,7 +16,7 @@ from pytest_shrinkbench.suites.registry import SUITES, override_suite
 from pytest_shrinkbench.suites.subject import load_checkpoint, load_subject
 from pytest_shrinkbench.suites.vision_models import LeNet5, LeNet300
 from tests.helpers import tensors_sha256
-from tests.vision_fakes import write_imagefolder, write_mnist
+from tests.vision_fakes import write_cifar10, write_imagefolder, write_mnist
 
 
 @pytest.fixture
@@ -128,3 +128,21 @@ def test_hub_names_are_torchvisions() -> None:
     assert vision_suites.hub_checkpoint_names("resnet50")[0] == "resnet50-0676ba61.pth"
 
 
+
+
+def test_an_augmenting_suites_pruning_batch_depends_on_the_case_seed_alone(tmp_path: Path, cifar_md5_bypass: None) -> None:
+    """CIFAR-10's pruning batch is cropped and flipped at random: what a method sees must not depend on what the
+    worker ran before, and drawing it must not move the RNG that fine-tuning draws from."""
+    write_cifar10(tmp_path / "data", train=300, test=20)
+    path = tmp_path / "resnet20.pt"
+    torch.save(SUITES.get("cifar10-resnet20").build_model().state_dict(), path)
+    subject = load_subject("cifar10-resnet20", cache_dir=tmp_path / "cache", data_root=tmp_path / "data", weights=path)
+    torch.manual_seed(1)
+    first = subject.batch(seed=3)
+    torch.rand(100)  # another case ran in between
+    state = torch.get_rng_state()
+    again = subject.batch(seed=3)
+    assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
+    assert torch.equal(torch.get_rng_state(), state), "the global generator is left as it was"
+    assert not torch.equal(subject.batch(seed=4)[0], first[0])
+    assert torch.equal(subject.check_inputs(), subject.check_inputs()), "the invariants' inputs are fixed too"

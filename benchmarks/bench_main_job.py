@@ -1,0 +1,119 @@
+"""Wall time of the main job, its scaling over xdist workers, and before/after against another checkout.
+
+Why: the main job (``pytest --shrink-method=all``: 2 suites × 7 methods × 6 ratios × 3 seeds = 252
+cases) is what a user runs first, and issue 14 asks two things of it: ``-n 2`` should take at most
+1/1.8 of ``-n 1``'s wall time on an otherwise idle 2-core machine, and a speed change should be
+quoted as the main job's wall time before and after. This script runs the main job with a warm
+base-model cache and no results store (``--shrink-store=none``, results in a temporary folder), once
+per worker count and checkout, interleaved and alternating the order per repetition, so that a
+drift of the machine's load hits all alike. Each run's wall time, CPU time (controller and workers,
+from ``RUSAGE_CHILDREN``) and the load average around it are printed; CPU time says how much of a
+wall time is the job's and how much is waiting for cores that other processes held.
+
+``--baseline PATH`` also times another checkout of the project (e.g. ``/work/main``), with
+``PYTHONPATH`` pointing at it, for a before/after measured on the same machine in the same run.
+
+Run from the repository root (each run of the full job takes minutes)::
+
+    python benchmarks/bench_main_job.py [--workers 1,2] [--baseline PATH] [--repetitions 1] [-- extra pytest args]
+
+e.g. ``-- --shrink-seeds=0`` for a third of the job. A measurement, not a gate: it exits 0 whatever
+the numbers. Not a test: pytest collects only ``test_*.py`` from ``benchmarks/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+MAIN_JOB_ARGS = ["--shrink-method=all", "--shrink-store=none", "-p", "no:cacheprovider"]
+SCALING_TARGET = 1.8  # issue 14: -n 2 at least 1.8x as fast as -n 1 on an idle 2-core machine
+
+
+@dataclass
+class Run:
+    """One run of the main job."""
+
+    repo: Path
+    workers: int
+    wall: float
+    cpu: float
+    load_before: float
+    load_after: float
+    returncode: int
+    last_line: str
+
+
+def warm_caches(repo: Path) -> None:
+    """Train (first time only) and cache the default suites' base models, so the timed runs only load them."""
+    code = "from pytest_shrinkbench import load_subject\nfor s in (\"digits-cnn\", \"digits-mlp\"): load_subject(s)"
+    subprocess.run([sys.executable, "-c", code], cwd=repo, env={**os.environ, "PYTHONPATH": str(repo)}, check=True)
+
+
+def run_main_job(repo: Path, workers: int, extra: list[str]) -> Run:
+    """The main job of the checkout ``repo`` with ``-n workers``, timed."""
+    with tempfile.TemporaryDirectory(prefix="shrinkbench-main-job-") as results:
+        command = [sys.executable, "-m", "pytest", *MAIN_JOB_ARGS, "-n", str(workers), f"--shrink-results={results}", *extra]
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        load = os.getloadavg()[0]
+        start = time.perf_counter()
+        process = subprocess.run(command, cwd=repo, env={**os.environ, "PYTHONPATH": str(repo)}, capture_output=True, text=True, check=False)
+        wall = time.perf_counter() - start
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    lines = process.stdout.strip().splitlines()
+    cpu = (after.ru_utime + after.ru_stime) - (usage.ru_utime + usage.ru_stime)
+    return Run(repo, workers, wall, cpu, load, os.getloadavg()[0], process.returncode, lines[-1] if lines else process.stderr[-300:])
+
+
+def describe(run: Run) -> str:
+    status = "" if run.returncode == 0 else f"  EXIT CODE {run.returncode}"
+    return (f"{run.repo} -n {run.workers}: wall {run.wall:.1f} s, CPU {run.cpu:.1f} s, load average {run.load_before:.2f} -> "
+            f"{run.load_after:.2f}; {run.last_line}{status}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", default="1,2", help="comma-separated xdist worker counts (default 1,2)")
+    parser.add_argument("--baseline", type=Path, help="another checkout to time the same way (before/after)")
+    parser.add_argument("--repetitions", type=int, default=1, help="interleaved rounds (default 1)")
+    parser.add_argument("extra", nargs="*", help="more pytest arguments, after --")
+    args = parser.parse_args()
+    workers = [int(w) for w in args.workers.split(",")]
+    repos = [REPO_ROOT] + ([args.baseline.resolve()] if args.baseline else [])
+    print(f"cores available {len(os.sched_getaffinity(0))}, load average {'/'.join(f'{x:.2f}' for x in os.getloadavg())}")
+    for repo in repos:
+        warm_caches(repo)
+    plan = [(repo, n) for repo in repos for n in workers]
+    runs: list[Run] = []
+    for rep in range(args.repetitions):
+        for repo, n in plan if rep % 2 == 0 else reversed(plan):
+            runs.append(run_main_job(repo, n, args.extra))
+            print(describe(runs[-1]), flush=True)
+
+    print("\nsummary (medians over repetitions)")
+    wall = {(repo, n): statistics.median(r.wall for r in runs if (r.repo, r.workers) == (repo, n)) for repo, n in plan}
+    cpu = {(repo, n): statistics.median(r.cpu for r in runs if (r.repo, r.workers) == (repo, n)) for repo, n in plan}
+    for repo, n in plan:
+        print(f"  {repo} -n {n}: wall {wall[repo, n]:.1f} s, CPU {cpu[repo, n]:.1f} s")
+    for repo in repos:
+        if 1 in workers and 2 in workers:
+            ratio = wall[repo, 1] / wall[repo, 2]
+            print(f"  {repo}: -n 1 / -n 2 wall time {ratio:.2f} (target >= {SCALING_TARGET}; meaningful only on an idle machine)")
+    if args.baseline:
+        for n in workers:
+            print(f"  -n {n}: {args.baseline} {wall[repos[1], n]:.1f} s -> {REPO_ROOT} {wall[REPO_ROOT, n]:.1f} s "
+                  f"(x{wall[repos[1], n] / wall[REPO_ROOT, n]:.2f})")
+    print(f"  load average at the end {'/'.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
+if __name__ == "__main__":
+    main()
