@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from ..results import formats, gate
+from ..results import failures, formats, gate
 from ..results import report as reports
 from ..results.files import ResultsFile
-from ..results.leaderboard import aggregate, render, render_summary, summarize
+from ..results.leaderboard import aggregate, footnotes, render, render_summary, summarize
 from ..results.schema import make_row
 from ..results.store import ResultsStore
 from .config import ShrinkConfig
@@ -88,8 +88,16 @@ class Recorder:
         for suite, table in render(entries).items():
             terminalreporter.write_sep("=", f"shrinkbench leaderboard: {suite}")
             terminalreporter.write_line(table)
+            for note in footnotes([e for e in entries if e.suite == suite]):
+                terminalreporter.write_line(note)
             terminalreporter.write_line("")
             terminalreporter.write_line(summaries[suite])
+            failed = failures.failure_lines(self.file.rows, suite)
+            if failed:
+                terminalreporter.write_line("")
+                terminalreporter.write_line("failed cases, by reason:")
+                for line in failed:
+                    terminalreporter.write_line(line, red=True)
         reused = sum(1 for r in self.file.rows if r.get("reused"))
         terminalreporter.write_line(f"shrinkbench: {len(self.file.rows)} results written to {self.file.path}")
         if self.store is not None:
@@ -104,6 +112,8 @@ class Recorder:
                                             bold=line.startswith("shrinkbench gate"))
         for line, markup in self.messages:
             terminalreporter.write_line(line, **markup)
+        for line in failures.skip_lines(self.file.rows):  # shown without -rs: a skipped suite is easy to miss
+            terminalreporter.write_line(line, yellow=True)
 
     def pytest_unconfigure(self) -> None:
         self.file.close()

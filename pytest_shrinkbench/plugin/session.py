@@ -19,7 +19,8 @@ from ..run.guards import limit_memory, restore_memory
 from ..sandbox import methods
 from ..suites import user as user_suites
 from . import devices
-from .config import CONFIG_KEY, ShrinkConfig, parse
+from . import terminal
+from .config import CONFIG_KEY, ShrinkConfig, method_folders, parse
 from .recorder import Recorder
 from .wire import row_of
 
@@ -34,7 +35,7 @@ def start(config: pytest.Config) -> None:
     """Validate the settings and register the session's objects (a usage error stops the session here)."""
     if is_worker(config):
         devices.pin_worker_gpu(config.workerinput)  # first: before anything initializes CUDA here
-    folders = [config.rootpath / "methods", *config.getini("shrink_method_dirs")]
+    folders = method_folders(config)
     user_suites.discover()  # installed packages' suites; a project's register from its conftest or method files
     broken = "; ".join(f"{path}: {error}" for path, error in methods.discover(folders).items())
     try:
@@ -48,6 +49,7 @@ def start(config: pytest.Config) -> None:
         config.args = _benchmark_paths(config)
     torch.set_num_threads(shrink.threads)
     config.pluginmanager.register(Benchmark(shrink), "shrinkbench-benchmark")
+    terminal.register(config, shrink, worker=is_worker(config))
     if not is_worker(config):
         config.pluginmanager.register(Recorder(shrink), "shrinkbench-recorder")
         _end_on_sigterm(config)
@@ -88,11 +90,13 @@ class Benchmark:
             ids = [f"dense-{suite}" + (f"-{tag}" if tag else "") for suite, tag in references]
             metafunc.parametrize("shrink_reference", references, ids=ids, indirect=True)
 
-    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+    def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
         """The dense latency references run first, as every case's measured speedup divides by them; without
-        --shrink-latency they are not run at all."""
+        --shrink-latency they are deselected (pytest counts them as such)."""
         references = [item for item in items if "shrink_reference" in getattr(item, "fixturenames", ())]
         others = [item for item in items if "shrink_reference" not in getattr(item, "fixturenames", ())]
+        if references and not self.config.latency_batch:
+            config.hook.pytest_deselected(items=references)
         items[:] = (references if self.config.latency_batch else []) + others
 
     def pytest_report_teststatus(self, report: pytest.TestReport) -> tuple[str, str, Any] | None:

@@ -21,27 +21,39 @@ from .store import ResultsStore, is_store, latest_setups, merge_rows
 # -- inputs ---------------------------------------------------------------------------------------
 
 
-def expand(paths: Iterable[Path]) -> list[Path]:
-    """Files named, and the stores / ``*.jsonl`` files inside folders named (sorted)."""
+def expand(paths: Iterable[Path]) -> tuple[list[Path], list[str]]:
+    """Files named, and what folders named hold: their stores when they have one, else their ``*.jsonl`` files.
+
+    A session writes every case it records to the store and to its run file, so a folder's run files
+    beside a store repeat the store's rows (and older recordings it has since replaced): reading both
+    would count each case again. Returns the files and a line per folder whose run files were passed over.
+    """
     files: list[Path] = []
+    passed_over: list[str] = []
     for path in map(Path, paths):
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.is_file() and (p.suffix == ".jsonl" or is_store(p)))
-            if not found:
+            inside = sorted(p for p in path.iterdir() if p.is_file())
+            stores = [p for p in inside if is_store(p)]
+            runs = [p for p in inside if p.suffix == ".jsonl"]
+            if not stores and not runs:
                 raise ValueError(f"{path}: no results store or *.jsonl file in this folder")
-            files.extend(found)
+            files.extend(stores or runs)
+            if stores and runs:
+                passed_over.append(f"{path}: {len(runs)} run file(s) beside the store not read (the store holds their cases; "
+                                   "name a run file to read it)")
         elif path.is_file():
             files.append(path)
         else:
             raise ValueError(f"{path}: no such file or folder")
-    return files
+    return files, passed_over
 
 
 def read_rows(paths: Iterable[Path]) -> tuple[list[dict[str, Any]], list[str]]:
     """All rows of the given stores, JSON Lines files and folders, and a line per source."""
     rows: list[dict[str, Any]] = []
-    sources = []
-    for path in expand(paths):
+    sources: list[str] = []
+    files, passed_over = expand(paths)
+    for path in files:
         if is_store(path):
             store = ResultsStore(path, readonly=True)
             try:
@@ -54,7 +66,7 @@ def read_rows(paths: Iterable[Path]) -> tuple[list[dict[str, Any]], list[str]]:
             kind = "JSON Lines"
         rows.extend(found)
         sources.append(f"{path} ({kind}, {len(found)} rows)")
-    return rows, sources
+    return rows, sources + passed_over
 
 
 # -- the report -----------------------------------------------------------------------------------
@@ -82,7 +94,8 @@ class Report:
         return [s for s in self.summaries if s.suite == suite]
 
     def failed_rows(self, suite: str) -> list[dict[str, Any]]:
-        return sorted((r for r in self.rows if r["suite"] == suite and r.get("status") == "failed"), key=_row_order)
+        return sorted((r for r in self.rows if leaderboard.suite_label(r["suite"], r.get("weights")) == suite
+                       and r.get("status") == "failed"), key=_row_order)
 
     def setup(self, suite: str) -> dict[str, list[str]]:
         found: dict[str, list[str]] = defaultdict(list)

@@ -90,7 +90,7 @@ def provenance(spec: CaseSpec, subject: Subject) -> dict[str, Any]:
 
 def _run(spec: CaseSpec, subject: Subject, result: dict[str, Any]) -> nn.Module:
     m = methods.METHODS.get(spec.method)
-    result.update(provenance(spec, subject))
+    result.update(provenance(spec, subject), prune_steps=m.steps)
     torch.manual_seed(spec.seed)
     model = subject.fresh_model()
     architecture = shapes(model)
