@@ -74,7 +74,7 @@ def run_report(args: argparse.Namespace) -> int:
     if not rows:
         print("pytest-shrinkbench report: no result rows in " + ", ".join(map(str, args.results)), file=sys.stderr)
         return EXIT_USAGE
-    board = report.build(rows, sources=sources, title=args.title)
+    board = report.build(rows, sources=sources + report.unread(args.results), title=args.title)
     written = formats.write(board, args.output, args.formats, plots=not args.no_plots)
     if not args.quiet:
         print(formats.to_markdown(board))

@@ -80,7 +80,10 @@ class Recorder:
             self.messages.append((f"shrinkbench: baseline of {len(document['entries'])} entries written to {self.config.save_baseline}", {}))
         if self.config.report_dir is not None and self.file.rows:
             written = formats.write(reports.build(self.file.rows, merge=False), self.config.report_dir)
-            self.messages.append((f"shrinkbench: report ({', '.join(sorted(written))}) written to {self.config.report_dir}", {}))
+            tables = sorted(name for name in written if not name.endswith((".png", ".pdf", ".svg")))
+            figures = sum(name.endswith(".png") for name in written)
+            self.messages.append((f"shrinkbench: report written to {self.config.report_dir}: {', '.join(tables)}"
+                                  + (f", and {figures} figures as PDF, SVG and 300-dpi PNG" if figures else ""), {}))
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
         entries = aggregate(self.file.rows)

@@ -2,8 +2,8 @@
 drawn to go into a paper as they are.
 
 Each figure is written as PDF and SVG (vector) and as a 300-dpi PNG (the HTML page embeds the PNG). The
-y axis is fitted to the data; when a few collapsed points (a random baseline at x32) stretch it, a
-second panel zooms on the top band, where the methods differ. Methods that lie on top of each other
+y axis is fitted to the data; when collapsed points (a random baseline at x32) stretch it, a second
+panel zooms on the top band, where the best methods differ: at every ratio, the three best. Methods that lie on top of each other
 stay distinguishable: each has its own colour, marker and line style, and its points are offset
 horizontally by a few percent (a constant factor per method on the log axis: the order of the points
 and the shape of each curve are unchanged).
@@ -29,7 +29,7 @@ MARKERS = "osD^vP*Xhp<>"
 LINESTYLES = ("-", "--", "-.", ":")
 DODGE_LOG2 = 0.03  # horizontal offset between neighbouring methods, in log2 units (about 2%)
 MAX_DODGE_LOG2 = 0.09  # the outermost method is never moved by more than about 6.5%
-ZOOM_QUANTILE = 0.25  # the zoomed panel shows the points from this quantile of all means up
+PODIUM = 3  # the zoomed panel shows, at every ratio, at least this many of the best methods
 ZOOM_GAIN = 2.0  # ... and exists only if it magnifies the y axis at least this much
 
 Series = dict[str, list[tuple[float, float, float]]]  # method -> [(x, top-1 %, std %)], NaN: no passed case
@@ -50,17 +50,22 @@ def series(report: Report, suite: str, axis: str) -> Series:
     }
 
 
-def y_ranges(points: Series) -> tuple[tuple[float, float], tuple[float, float] | None]:
-    """The full y range of the data (with ±std), and the top band's range when zooming on it helps."""
-    means = sorted(y for values in points.values() for _, y, _ in values if not math.isnan(y))
-    if not means:
+def y_ranges(entries: list[Entry]) -> tuple[tuple[float, float], tuple[float, float] | None]:
+    """The full y range of the data (mean ± std, in %), and the top band's range when zooming on it helps.
+
+    The top band reaches down to the lowest of the ratios' third-best means (with its std): every ratio's
+    podium is in it, and a method collapsing far below is left to the full panel."""
+    ranked = [e for e in entries if e.rankable]
+    if not ranked:
         return (0.0, 100.0), None
-    tops = [y + s for values in points.values() for _, y, s in values if not math.isnan(y)]
-    bottoms = [y - s for values in points.values() for _, y, s in values if not math.isnan(y)]
-    full = _padded(max(0.0, min(bottoms)), min(100.0, max(tops)))
-    floor = means[int(ZOOM_QUANTILE * (len(means) - 1))]
-    band = _padded(min([floor] + [y - s for values in points.values() for _, y, s in values if not math.isnan(y) and y >= floor]),
-                   min(100.0, max(tops)))
+    spans = [(100 * (mean(e.top1) - std(e.top1)), 100 * (mean(e.top1) + std(e.top1))) for e in ranked]
+    high = min(100.0, max(top for _, top in spans))
+    full = _padded(max(0.0, min(bottom for bottom, _ in spans)), high)
+    by_ratio: dict[float, list[tuple[float, float]]] = defaultdict(list)
+    for e, span in zip(ranked, spans):
+        by_ratio[e.ratio].append((mean(e.top1), span[0]))
+    podium = [sorted(group, reverse=True)[:PODIUM] for group in by_ratio.values()]
+    band = _padded(max(0.0, min(bottom for group in podium for _, bottom in group)), high)
     return full, band if (full[1] - full[0]) >= ZOOM_GAIN * (band[1] - band[0]) else None
 
 
@@ -76,7 +81,7 @@ def figure(report: Report, suite: str, axis: str) -> Any:
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
     points = series(report, suite, axis)
-    full, band = y_ranges(points)
+    full, band = y_ranges(report.entries_of(suite))
     fig = Figure(figsize=PLOT_INCHES, dpi=PLOT_DPI, layout="constrained")
     panels = fig.subplots(1, 2 if band else 1, squeeze=False)[0]
     step = min(DODGE_LOG2, 2 * MAX_DODGE_LOG2 / max(len(points) - 1, 1))
@@ -108,7 +113,7 @@ def _draw(ax: Any, method: str, values: list[tuple[float, float, float]], index:
     style = dict(color=f"C{index % 10}", marker=MARKERS[index % len(MARKERS)], linestyle=LINESTYLES[index % len(LINESTYLES)],
                  markersize=3.5, linewidth=1.1, markerfacecolor="white" if index % 2 else None)
     if all(math.isnan(y) for _, y, _ in values):
-        ax.plot([], [], label=f"{method} (no passed case)", **style)
+        ax.errorbar([], [], yerr=[], label=f"{method} (no passed case)", **style)
         return
     failed = [f"x{x:g}" for x, y, _ in values if math.isnan(y)]
     label = method + (f" (failed at {', '.join(failed)})" if failed else "")
@@ -117,7 +122,9 @@ def _draw(ax: Any, method: str, values: list[tuple[float, float, float]], index:
 
 
 def render(report: Report, suite: str, axis: str, formats: tuple[str, ...] = FORMATS) -> dict[str, bytes]:
-    """The figure's files' bytes by format. PDF and SVG carry no creation date, so the same data gives the same bytes."""
+    """The figure's files' bytes by format. PDF and SVG carry no date and no random ids, so the same data gives
+    the same bytes (a report in version control changes only where the results did)."""
+    from matplotlib import rc_context
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     fig = figure(report, suite, axis)
@@ -126,7 +133,8 @@ def render(report: Report, suite: str, axis: str, formats: tuple[str, ...] = FOR
     for fmt in formats:
         buffer = io.BytesIO()
         metadata = {"png": {}, "pdf": {"CreationDate": None}, "svg": {"Date": None}}[fmt]
-        fig.savefig(buffer, format=fmt, dpi=PLOT_DPI, metadata=metadata)
+        with rc_context({"svg.hashsalt": "pytest-shrinkbench"}):
+            fig.savefig(buffer, format=fmt, dpi=PLOT_DPI, metadata=metadata)
         out[fmt] = buffer.getvalue()
     return out
 

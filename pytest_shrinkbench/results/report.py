@@ -21,39 +21,49 @@ from .store import ResultsStore, is_store, latest_setups, merge_rows
 # -- inputs ---------------------------------------------------------------------------------------
 
 
-def expand(paths: Iterable[Path]) -> tuple[list[Path], list[str]]:
+def _holdings(folder: Path) -> tuple[list[Path], list[Path]]:
+    """A folder's results stores and its ``*.jsonl`` files."""
+    inside = sorted(p for p in folder.iterdir() if p.is_file())
+    return [p for p in inside if is_store(p)], [p for p in inside if p.suffix == ".jsonl"]
+
+
+def expand(paths: Iterable[Path]) -> list[Path]:
     """Files named, and what folders named hold: their stores when they have one, else their ``*.jsonl`` files.
 
     A session writes every case it records to the store and to its run file, so a folder's run files
     beside a store repeat the store's rows (and older recordings it has since replaced): reading both
-    would count each case again. Returns the files and a line per folder whose run files were passed over.
+    would count each case again (see :func:`unread`).
     """
     files: list[Path] = []
-    passed_over: list[str] = []
     for path in map(Path, paths):
         if path.is_dir():
-            inside = sorted(p for p in path.iterdir() if p.is_file())
-            stores = [p for p in inside if is_store(p)]
-            runs = [p for p in inside if p.suffix == ".jsonl"]
+            stores, runs = _holdings(path)
             if not stores and not runs:
                 raise ValueError(f"{path}: no results store or *.jsonl file in this folder")
             files.extend(stores or runs)
-            if stores and runs:
-                passed_over.append(f"{path}: {len(runs)} run file(s) beside the store not read (the store holds their cases; "
-                                   "name a run file to read it)")
         elif path.is_file():
             files.append(path)
         else:
             raise ValueError(f"{path}: no such file or folder")
-    return files, passed_over
+    return files
+
+
+def unread(paths: Iterable[Path]) -> list[str]:
+    """A note per folder named whose run files :func:`expand` passed over for its store."""
+    notes = []
+    for path in (Path(p) for p in paths if Path(p).is_dir()):
+        stores, runs = _holdings(path)
+        if stores and runs:
+            notes.append(f"{path}: {len(runs)} run file(s) beside the store not read (the store holds their cases; "
+                         "name a run file to read it)")
+    return notes
 
 
 def read_rows(paths: Iterable[Path]) -> tuple[list[dict[str, Any]], list[str]]:
     """All rows of the given stores, JSON Lines files and folders, and a line per source."""
     rows: list[dict[str, Any]] = []
     sources: list[str] = []
-    files, passed_over = expand(paths)
-    for path in files:
+    for path in expand(paths):
         if is_store(path):
             store = ResultsStore(path, readonly=True)
             try:
@@ -66,7 +76,7 @@ def read_rows(paths: Iterable[Path]) -> tuple[list[dict[str, Any]], list[str]]:
             kind = "JSON Lines"
         rows.extend(found)
         sources.append(f"{path} ({kind}, {len(found)} rows)")
-    return rows, sources + passed_over
+    return rows, sources
 
 
 # -- the report -----------------------------------------------------------------------------------
