@@ -12,6 +12,7 @@ grouped, whenever it trimmed one.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -81,8 +82,8 @@ class Terminal:
             testpaths = config.getini("testpaths")
             lines.append(f"shrinkbench: collecting {paths}" + (f" (not testpaths: {', '.join(testpaths)})" if testpaths else ""))
         if not any(folder.is_dir() for folder in method_folders(config)):
-            lines.append(f"shrinkbench: no method files: no methods/ folder under the rootdir {config.rootpath} "
-                         "(methods come from conftest.py files and installed packages)")
+            lines.append(f"shrinkbench: methods from conftest.py files and installed packages only: no methods/ folder under "
+                         f"the rootdir {config.rootpath}")
         return lines
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -110,7 +111,6 @@ class Terminal:
 
 
 def _relative(config: pytest.Config, path: str) -> str:
-    try:
-        return os.path.relpath(path, config.invocation_params.dir)
-    except ValueError:  # another drive (Windows)
-        return path
+    """A collected path as the user would type it: relative to where pytest runs when it lies below, else in full."""
+    here = config.invocation_params.dir
+    return str(Path(path).relative_to(here)) if Path(path).is_relative_to(here) else path
