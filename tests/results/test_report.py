@@ -151,9 +151,9 @@ def test_report_merges_shards_and_writes_every_format(shards, tmp_path: Path, ca
     page = Images()
     page.feed((out / "leaderboard.html").read_text())
     assert len(page.images) == 4
-    for src in page.images:
-        assert src.startswith("data:image/png;base64,")
-        assert png_size(base64.b64decode(src.split(",", 1)[1])) == PLOT_PIXELS
+    for src in page.images:  # the figures embedded as vector images, each the figure's SVG file
+        assert src.startswith("data:image/svg+xml;base64,")
+        assert base64.b64decode(src.split(",", 1)[1]) in {(out / f"{name}.svg").read_bytes() for name in figures}
     assert "FAILED 1/3" in page.cells and "gamma" in page.cells
     assert "Failed cases" in page.cells and "planted failure" in page.cells
     for name in figures:
