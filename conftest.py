@@ -8,6 +8,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """One torch thread in the test process, as every benchmark case pins: results are bit-reproducible, and
+    a sandbox's fork server forked from this process later has no OpenMP pool to inherit."""
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

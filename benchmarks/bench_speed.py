@@ -13,8 +13,12 @@ run. This script measures, in one run on this machine:
    zero, and torch's CPU ``sqrt`` (MKL) takes about 4x as long on zeros as on other values:
    about 3% of a dense step's instructions here (counted with valgrind's callgrind).
 2. the wall time of the default main job, ``pytest --shrink-method=all -n 2 -p no:cacheprovider``
-   (180 cases), with the base models already cached (target <= 4 minutes). Its results go to a
-   temporary folder, not the repository.
+   (252 cases), with the base models already cached (target <= 4 minutes). Its results go to a
+   temporary folder, not the repository, and no store is used (every case runs).
+3. with ``--sandbox-pairs N``: what isolation costs, as the main job's wall time with every method in
+   a walled child process (the default) ÷ the same job with ``--shrink-sandbox=in-process`` (the
+   debugging mode: method code in the worker itself), N interleaved pairs, ratio of the medians
+   (target <= 1.05).
 
 It is a measurement, not a gate: it exits 0 whether or not the targets are met, and prints
 "ABOVE TARGET" next to any that is missed. Base models come from ``$SHRINKBENCH_CACHE`` if set,
@@ -56,8 +60,9 @@ SEED = 0
 REPETITIONS = 11
 FINETUNE_TARGET = 1.10
 
-MAIN_JOB_ARGS = ["--shrink-method=all", "-n", "2", "-p", "no:cacheprovider"]
+MAIN_JOB_ARGS = ["--shrink-method=all", "-n", "2", "-p", "no:cacheprovider", "--shrink-store=none"]
 MAIN_JOB_TARGET_S = 4 * 60.0
+SANDBOX_TARGET = 1.05
 
 
 def dense_finetune_seconds(subject: Subject) -> float:
@@ -98,12 +103,12 @@ def measure_finetune_ratio() -> float:
     return masked_median / dense_median
 
 
-def measure_main_job() -> tuple[float, subprocess.CompletedProcess[str]]:
-    """Wall time of the default main job with warm base-model caches, and its completed process."""
+def measure_main_job(*extra: str) -> tuple[float, subprocess.CompletedProcess[str]]:
+    """Wall time of the default main job (plus ``extra`` options) with warm base-model caches, and its process."""
     for suite in DEFAULT_SUITES:
         load_subject(suite)  # trains and caches on first use, so the timed run only loads
     with tempfile.TemporaryDirectory(prefix="shrinkbench-speed-") as results:
-        command = [sys.executable, "-m", "pytest", *MAIN_JOB_ARGS, f"--shrink-results={results}"]
+        command = [sys.executable, "-m", "pytest", *MAIN_JOB_ARGS, *extra, f"--shrink-results={results}"]
         print(f"main job: {' '.join(command[2:])} (cwd {REPO_ROOT})")
         start = time.perf_counter()
         process = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True)
@@ -118,6 +123,8 @@ def verdict(value: float, target: float) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip-main-job", action="store_true", help="skip timing the default main job (about a minute)")
+    parser.add_argument("--sandbox-pairs", type=int, default=0, metavar="N",
+                        help="also time N interleaved pairs of the main job: sandboxed vs in-process (N x 3 minutes)")
     args = parser.parse_args()
 
     torch.set_num_threads(1)
@@ -135,6 +142,15 @@ def main() -> None:
         if process.returncode != 0:
             print("  last lines of its output:", *lines[-20:], process.stderr.strip(), sep="\n    ")
 
+    sandboxed: list[float] = []
+    in_process: list[float] = []
+    for pair in range(args.sandbox_pairs):
+        order = [(sandboxed, ()), (in_process, ("--shrink-sandbox=in-process",))]
+        for times, extra in order if pair % 2 == 0 else reversed(order):
+            seconds, process = measure_main_job(*extra)
+            times.append(seconds)
+            print(f"  pair {pair + 1}: {' '.join(extra) or 'sandboxed'}: {seconds:.1f} s (exit code {process.returncode})")
+
     print()
     print("summary")
     print(f"  masked/dense fine-tuning time: {ratio:.2f} (target <= {FINETUNE_TARGET:.2f}){verdict(ratio, FINETUNE_TARGET)}")
@@ -147,6 +163,11 @@ def main() -> None:
             f"  main job wall time: {seconds:.1f} s (target <= {MAIN_JOB_TARGET_S / 60:g} min = {MAIN_JOB_TARGET_S:.0f} s)"
             f"{verdict(seconds, MAIN_JOB_TARGET_S)}{failed}"
         )
+    if sandboxed:
+        ratio = statistics.median(sandboxed) / statistics.median(in_process)
+        print(f"  main job sandboxed / in-process: {ratio:.3f} (medians {statistics.median(sandboxed):.1f} s / "
+              f"{statistics.median(in_process):.1f} s over {len(sandboxed)} pairs; target <= {SANDBOX_TARGET})"
+              f"{verdict(ratio, SANDBOX_TARGET)}")
 
 
 if __name__ == "__main__":

@@ -278,7 +278,7 @@ def bare_experiment(root: Path, base: dict[str, Tensor], ratio: float, seed: int
 
 
 def register_suite(root: Path) -> None:
-    """The user suite a researcher would write for this model and these files (README: Bring your own suite)."""
+    """The user suite a researcher would write for this model and these files (docs/suites.md: Bring your own suite)."""
 
     @suite(SUITE, train=lambda: mnist(root, True), test=lambda: mnist(root, False), base=BASE, finetune=FINETUNE,
            description="ShrinkBench's MnistNet on MNIST-format digits (throughput benchmark)")

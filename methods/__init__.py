@@ -1,6 +1,6 @@
-"""The five ShrinkBench baselines, a structured one (l1-filter) and a gradual one (gradual-magnitude), one plain file each; installed as ``pytest_shrinkbench.baselines``.
+"""The five ShrinkBench baselines, a structured one (l1-filter) and a gradual one (gradual-magnitude), one plain file each;
+installed as ``pytest_shrinkbench.baselines``, each module listed under the ``pytest_shrinkbench.methods`` entry points.
 
-They are also the examples of how to write a method: copy one to ``methods/mine.py``.
+They are also the examples of how to write a method: copy one to ``methods/mine.py``. Importing this package
+registers nothing: ``pytest_shrinkbench.sandbox.methods.load_installed()`` imports the installed method modules.
 """
-
-from . import global_gradient, global_magnitude, gradual_magnitude, l1_filter, layer_gradient, layer_magnitude, random_pruning  # noqa: F401  (registers)

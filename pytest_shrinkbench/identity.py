@@ -21,7 +21,9 @@ import torch
 # old rows are never reused as if measured by the new rules. 2: structured FLOPs accounting.
 # 3: gradual methods prune after scheduled optimizer steps, no longer at epoch ends.
 # 4: depthwise convs pass removed channels through in the structured FLOPs (and l1-filter's masks).
-MEASURE_VERSION = 4
+# 5: methods run in a child process; the harness reseeds torch's RNG with the case's seed before fine-tuning,
+#    so a method can no longer advance the RNG that dropout draws from (suites with dropout change).
+MEASURE_VERSION = 5
 
 # What makes two results interchangeable: the same method code on the same base weights, recipe,
 # ratio and seed, computed by the same software with the same thread count on the same kind of device.

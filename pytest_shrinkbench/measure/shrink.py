@@ -6,7 +6,7 @@ the theoretical speedup (Blalock et al.: the two are not interchangeable).
 
 A producer layer (conv with ``groups == 1``, or linear) loses its removed output channels when
 every use of its output reaches, through channel-preserving ops only, consumers that
-:func:`~pytest_shrinkbench.structured.channel_links` links to it. Batch norms on the way lose the
+:func:`~pytest_shrinkbench.measure.structured.channel_links` links to it. Batch norms on the way lose the
 same channels, and so do depthwise convs on the way (their filters, bias and ``groups``): a
 depthwise filter reading a removed channel only turns one constant into another, which the
 consumer after it folds like any other. (A depthwise conv's own all-zero filters, credited by the

@@ -46,6 +46,8 @@ class ShrinkConfig:
     weights: dict[str, tuple[Checkpoint, ...]] = field(default_factory=dict)  # --shrink-weights per suite
     device: str = "cpu"  # resolved: "cpu" or "cuda"
     latency_batch: int | None = None  # --shrink-latency: inputs per timed forward pass; None: no timing
+    sandbox: str = "landlock"  # where method code runs: landlock, process or in-process
+    require_sandbox: str | None = None  # gate: the least confinement every row must have
     progress_seconds: float = 20.0  # --shrink-progress: seconds between progress lines (0: none)
 
     def cases(self) -> list[CaseSpec]:
@@ -66,19 +68,15 @@ class ShrinkConfig:
 
 
 CONFIG_KEY = pytest.StashKey[ShrinkConfig]()
+SANDBOX_KEY = pytest.StashKey["Sandbox"]()
 
 
 METHOD_ENTRY_POINTS = "pytest_shrinkbench.methods"  # the entry-point group installed packages list method modules under
 
 
 def method_folders(config: pytest.Config) -> list[Path]:
-    """Where a session looks for method files: ``methods/`` under the rootdir, then the ini's ``shrink_method_dirs``
-    (a folder named there that does not exist is a usage error: a typo would silently lose methods)."""
-    extra = [Path(p) for p in config.getini("shrink_method_dirs")]
-    missing = [str(p) for p in extra if not p.is_dir()]
-    if missing:
-        raise pytest.UsageError(f"shrinkbench: shrink_method_dirs: no such folder {', '.join(missing)}")
-    return [config.rootpath / "methods", *extra]
+    """Where a session looks for method files: ``methods/`` under the rootdir, then the ini's ``shrink_method_dirs``."""
+    return [config.rootpath / "methods", *(Path(p) for p in config.getini("shrink_method_dirs"))]
 
 
 def searched(config: pytest.Config) -> str:
@@ -114,6 +112,9 @@ def select(spec: str, known: Mapping[str, Any], where: str = "") -> list[str]:
 def parse(config: pytest.Config, known_methods: Mapping[str, Any]) -> ShrinkConfig:
     """Validate every shrinkbench setting; ``known_methods`` are the methods discovered for this session."""
     root = config.rootpath
+    missing = [str(f) for f in method_folders(config)[1:] if not f.is_dir()]
+    if missing:  # a typo there would silently lose methods
+        raise pytest.UsageError(f"shrinkbench: shrink_method_dirs: no such folder {', '.join(missing)}")
     try:
         chosen = select(config.getoption("shrink_method"), known_methods, searched(config))
     except ValueError as exc:
@@ -146,6 +147,7 @@ def parse(config: pytest.Config, known_methods: Mapping[str, Any]) -> ShrinkConf
     max_memory = value(config, "shrink_max_memory")
     if max_memory is not None and device == "cuda":
         raise pytest.UsageError("shrinkbench: --shrink-max-memory caps address space, which CUDA needs far more of; use it with --shrink-device=cpu")
+    sandbox = value(config, "shrink_sandbox")
     optional = {name: value(config, name) for name in ("shrink_cache", "shrink_report", "shrink_save_baseline", "shrink_data_root")}
     return ShrinkConfig(
         methods=chosen,
@@ -158,7 +160,8 @@ def parse(config: pytest.Config, known_methods: Mapping[str, Any]) -> ShrinkConf
         timeout=value(config, "shrink_timeout"),
         max_memory_gib=max_memory,
         store_path=None if store.lower() == "none" else under(root, store),
-        reuse=not latency and flag(config, "shrink_reuse"),  # timing needs the model
+        # timing needs the model; a debugging session runs everything (its rows are never stored as verified)
+        reuse=not latency and sandbox != "in-process" and flag(config, "shrink_reuse"),
         report_dir=under(root, optional["shrink_report"]) if optional["shrink_report"] else None,
         baseline=baseline,
         save_baseline=under(root, optional["shrink_save_baseline"]) if optional["shrink_save_baseline"] else None,
@@ -168,6 +171,8 @@ def parse(config: pytest.Config, known_methods: Mapping[str, Any]) -> ShrinkConf
         weights=weights,
         device=device,
         latency_batch=value(config, "shrink_latency_batch") if latency else None,
+        sandbox=sandbox,
+        require_sandbox=value(config, "shrink_require_sandbox"),
         progress_seconds=value(config, "shrink_progress"),
     )
 

@@ -10,10 +10,12 @@ from ..errors import SuiteUnavailable
 from ..identity import CaseSpec, case_key
 from ..measure.latency import latency_inputs, median_seconds
 from ..results.leaderboard import suite_label
+from ..results.schema import confined_at_least
+from ..results.signing import key_path, load_key, verify
 from ..results.store import ResultsStore, is_store
 from ..run.case import provenance
-from ..suites.subject import Subject, load_subject
-from .config import CONFIG_KEY, ShrinkConfig
+from ..suites.subject import Subject, default_cache_dir, load_subject
+from .config import CONFIG_KEY, SANDBOX_KEY, ShrinkConfig
 from .runner import ShrinkCase
 from .wire import attach_case
 
@@ -62,19 +64,27 @@ def shrink_subjects(pytestconfig: pytest.Config) -> Callable[..., Subject]:
 def shrink_stored(pytestconfig: pytest.Config) -> Iterator[Callable[[str], dict[str, Any] | None]]:
     """Look up a passed result by case key in the results store (``None`` when reuse is off or not stored).
 
-    Each process (worker) reads the store itself: in WAL mode its reads never block the
-    controller's writes.
+    A stored row is reused only if the harness signed it (:mod:`pytest_shrinkbench.results.signing`)
+    and its method ran at least as confined as this session's. Each process (worker) reads the store
+    itself: in WAL mode its reads never block the controller's writes. The signing key is read here,
+    after the fork server was started, so no method process ever holds it.
     """
     config = _config(pytestconfig)
     path = config.store_path if config is not None and config.reuse else None
+    level = pytestconfig.stash[SANDBOX_KEY].level if config is not None else None
     stores: list[ResultsStore] = []
+    keys: list[bytes] = []
 
     def get(key: str) -> dict[str, Any] | None:
         if path is None or not is_store(path):
             return None
         if not stores:
             stores.append(ResultsStore(path, readonly=True))
-        return stores[0].get(key)
+            keys.append(load_key(key_path(config.cache_dir or default_cache_dir())))
+        row = stores[0].get(key)
+        if row is None or not verify(row, keys[0]) or not confined_at_least(row.get("sandbox"), level):
+            return None
+        return row
 
     yield get
     for store in stores:
@@ -122,10 +132,12 @@ def shrink_case(
         pytest.skip(str(exc))
     except Exception as exc:
         raise RuntimeError(f"[{spec.label}] could not load suite {spec.suite!r}: {type(exc).__name__}: {exc}") from exc
-    stored = shrink_stored(case_key({**spec.as_dict(), **provenance(spec, subject)}))
+    sandbox = request.config.stash[SANDBOX_KEY]
+    known = provenance(spec, subject, sandbox)
+    stored = shrink_stored(case_key({**spec.as_dict(), **known}))
     config = _config(request.config)
-    if not config.latency_batch:
-        return ShrinkCase(spec, subject, request.node, config.timeout, stored)
-    dense = request.config.stash.get(DENSE_LATENCY_KEY, {}).get((spec.suite, spec.weights))
-    return ShrinkCase(spec, subject, request.node, config.timeout, stored, request.getfixturevalue("benchmark"),
-                      config.latency_batch, dense)
+    case = ShrinkCase(spec, subject, request.node, sandbox, known, config.timeout, stored)
+    if config.latency_batch:
+        dense = request.config.stash.get(DENSE_LATENCY_KEY, {}).get((spec.suite, spec.weights))
+        case.time_with(request.getfixturevalue("benchmark"), config.latency_batch, dense)
+    return case

@@ -15,8 +15,10 @@ import pytest
 from ..results import failures, formats, gate
 from ..results import report as reports
 from ..results.files import ResultsFile
+from ..results.gate import confinement
 from ..results.leaderboard import aggregate, footnotes, render, render_summary, summarize
-from ..results.schema import make_row
+from ..results.schema import LEVEL_IN_PROCESS, make_row
+from ..results.signing import sign
 from ..results.store import ResultsStore
 from .config import ShrinkConfig
 from .wire import case_of, row_of
@@ -25,12 +27,13 @@ from .wire import case_of, row_of
 class Recorder:
     """Rows of this session, in the order their cases ended, and where they go."""
 
-    def __init__(self, config: ShrinkConfig) -> None:
-        self.config = config
+    def __init__(self, config: ShrinkConfig, key: bytes) -> None:
+        self.config, self.key = config, key
         self.file = ResultsFile(config.results_dir)
         self.cases = {case.id: case for case in config.cases()}
         self.store = ResultsStore(config.store_path) if config.store_path is not None else None
         self.gate: gate.GateResult | None = None
+        self.confinement: list[str] = []  # --shrink-require-sandbox: why the session's rows fall short
         self.messages: list[tuple[str, dict[str, bool]]] = []  # (line, markup) for the terminal summary
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
@@ -52,9 +55,10 @@ class Recorder:
         status = "passed" if report.passed else "skipped" if report.skipped else "failed"
         row = make_row({**case, **result, "status": status, "message": _message(report, result), "duration": report.duration,
                         "reused": False, "run": self.file.path.stem, "finished": _now()})
+        row = sign(row, self.key)
         self.file.add(row)
-        if self.store is not None:
-            self.store.put(row)  # committed before the next case is reported
+        if self.store is not None and row.get("sandbox") != LEVEL_IN_PROCESS:
+            self.store.put(row)  # committed before the next case is reported; debugging-mode rows are never stored
 
     @pytest.hookimpl(wrapper=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> Any:
@@ -65,12 +69,14 @@ class Recorder:
         else:
             self._finish()
         result = yield
-        if self.gate is not None and self.gate.failed and session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
+        failed = (self.gate is not None and self.gate.failed) or bool(self.confinement)
+        if failed and session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
         return result
 
     def _finish(self) -> None:
         entries = aggregate(self.file.rows)
+        self.confinement = confinement(self.file.rows, self.config.require_sandbox)
         if self.config.baseline is not None:
             expected, setup = gate.load_baseline(self.config.baseline)  # checked when options were parsed
             self.gate = gate.compare(entries, expected, points=self.config.tolerance_points,
@@ -113,6 +119,8 @@ class Recorder:
             for line in gate.render(self.gate).splitlines():
                 terminalreporter.write_line(line, red=self.gate.failed and line.startswith("shrinkbench gate"),
                                             bold=line.startswith("shrinkbench gate"))
+        for line in self.confinement:
+            terminalreporter.write_line(line, red=True, bold=True)
         for line, markup in self.messages:
             terminalreporter.write_line(line, **markup)
         for line in failures.skip_lines(self.file.rows):  # shown without -rs: a skipped suite is easy to miss

@@ -11,6 +11,7 @@ from ..identity import CaseSpec
 from ..measure.latency import measure_shrunk
 from ..results.leaderboard import suite_label
 from ..run.case import run_case
+from ..sandbox.runner import Sandbox
 from ..suites.subject import Subject
 from .wire import attach_row
 
@@ -24,11 +25,15 @@ class ShrinkCase:
     ``dense_seconds``, the dense reference's median (None when it was not run).
     """
 
-    def __init__(
-        self, spec: CaseSpec, subject: Subject, item: pytest.Item, timeout: float, stored: dict[str, Any] | None = None,
-        benchmark: Any = None, latency_batch: int = 0, dense_seconds: float | None = None,
-    ) -> None:
-        self.spec, self.subject, self.item, self.timeout, self.stored = spec, subject, item, timeout, stored
+    def __init__(self, spec: CaseSpec, subject: Subject, item: pytest.Item, sandbox: Sandbox, provenance: dict[str, Any],
+                 timeout: float, stored: dict[str, Any] | None = None) -> None:
+        self.spec, self.subject, self.item, self.sandbox = spec, subject, item, sandbox
+        self.provenance, self.timeout, self.stored = provenance, timeout, stored
+        self.benchmark: Any = None
+        self.latency_batch, self.dense_seconds = 0, None
+
+    def time_with(self, benchmark: Any, latency_batch: int, dense_seconds: float | None) -> None:
+        """--shrink-latency: also shrink the final pruned model and time it with pytest-benchmark."""
         self.benchmark, self.latency_batch, self.dense_seconds = benchmark, latency_batch, dense_seconds
 
     def run(self) -> dict[str, Any]:
@@ -36,9 +41,9 @@ class ShrinkCase:
             row = {**self.stored, "reused": True}
             attach_row(self.item, row)
             return row
-        result: dict[str, Any] = {"reused": False}
+        result: dict[str, Any] = {**self.provenance, "reused": False}
         try:
-            return run_case(self.spec, self.subject, result, timeout=self.timeout,
+            return run_case(self.spec, self.subject, result, timeout=self.timeout, sandbox=self.sandbox,
                             then=self._time_shrunk if self.benchmark is not None else None)
         except Exception as exc:
             result["message"] = str(exc)

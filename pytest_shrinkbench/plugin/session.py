@@ -15,16 +15,21 @@ from typing import Any
 import pytest
 import torch
 
-from ..run.guards import limit_memory, restore_memory
-from ..sandbox import methods
+from ..results.schema import LEVEL_IN_PROCESS, LEVEL_LANDLOCK, LEVEL_PROCESS
+from ..results.signing import key_path, load_key
+from ..sandbox.methods import forget_session_methods
+from ..sandbox.runner import Sandbox
 from ..suites import user as user_suites
+from ..suites.subject import default_cache_dir
 from . import devices
 from . import terminal
-from .config import CONFIG_KEY, ShrinkConfig, method_folders, parse
+from .config import CONFIG_KEY, SANDBOX_KEY, ShrinkConfig, method_folders, parse
 from .recorder import Recorder
+from .settings import under, value
 from .wire import row_of
 
 PACKAGED_CASES = Path(__file__).with_name("cases.py")
+CATALOGUE_KEY = "shrinkbench_methods"  # workerinput: the methods the controller discovered
 
 
 def is_worker(config: pytest.Config) -> bool:
@@ -32,27 +37,61 @@ def is_worker(config: pytest.Config) -> bool:
 
 
 def start(config: pytest.Config) -> None:
-    """Validate the settings and register the session's objects (a usage error stops the session here)."""
+    """Validate the settings and register the session's objects (a usage error stops the session here).
+
+    The sandbox's fork server is forked first, before this process loads any data, key or subject;
+    method discovery then runs in a child of it (on xdist workers it is not repeated: the controller
+    hands its catalogue to each worker).
+    """
     if is_worker(config):
         devices.pin_worker_gpu(config.workerinput)  # first: before anything initializes CUDA here
-    folders = method_folders(config)
-    user_suites.discover()  # installed packages' suites; a project's register from its conftest or method files
-    broken = "; ".join(f"{path}: {error}" for path, error in methods.discover(folders).items())
+    user_suites.discover()  # installed packages' suites; a project's register from its conftest
+    sandbox = _start_sandbox(config)
     try:
-        shrink = parse(config, {name: methods.METHODS.get(name) for name in methods.METHODS.names()})
+        shrink = parse(config, sandbox.methods)
     except pytest.UsageError as error:
+        sandbox.close()
+        broken = "; ".join(f"{where}: {message}" for where, message in sandbox.errors.items())
         raise pytest.UsageError(f"{error} (method files that failed to import: {broken})" if broken else str(error)) from None
-    if broken and not is_worker(config):
-        config.issue_config_time_warning(pytest.PytestConfigWarning(f"shrinkbench: method files failed to import: {broken}"), stacklevel=2)
-    config.stash[CONFIG_KEY] = shrink
+    config.stash[CONFIG_KEY], config.stash[SANDBOX_KEY] = shrink, sandbox
     if config.args_source != pytest.Config.ArgsSource.ARGS:
         config.args = _benchmark_paths(config)
     torch.set_num_threads(shrink.threads)
-    config.pluginmanager.register(Benchmark(shrink), "shrinkbench-benchmark")
+    config.pluginmanager.register(Benchmark(shrink, sandbox), "shrinkbench-benchmark")
     terminal.register(config, shrink, worker=is_worker(config))
     if not is_worker(config):
-        config.pluginmanager.register(Recorder(shrink), "shrinkbench-recorder")
+        _warn_once(config, sandbox)
+        config.pluginmanager.register(Recorder(shrink, load_key(key_path(shrink.cache_dir or default_cache_dir()))),
+                                      "shrinkbench-recorder")
         _end_on_sigterm(config)
+
+
+def _start_sandbox(config: pytest.Config) -> Sandbox:
+    """The process's sandbox, its server forked now, its methods discovered (or received from the controller)."""
+    cache = value(config, "shrink_cache")
+    hidden = [key_path(under(config.rootpath, cache) if cache else default_cache_dir())]
+    memory = value(config, "shrink_max_memory")
+    sandbox = Sandbox(value(config, "shrink_sandbox"), hidden, int(memory * 2**30) if memory else None)
+    sandbox.start()
+    if is_worker(config):
+        sandbox.receive(config.workerinput[CATALOGUE_KEY])
+    else:
+        sandbox.discover(method_folders(config))
+    return sandbox
+
+
+def _warn_once(config: pytest.Config, sandbox: Sandbox) -> None:
+    """Say, once per session, what could not be done: walls the kernel lacks, files that failed to import."""
+    warnings = []
+    if sandbox.mode == "landlock" and sandbox.level != LEVEL_LANDLOCK:
+        warnings.append("this kernel has no Landlock: methods run in child processes without walls (rows say 'process')")
+    if sandbox.errors:
+        warnings.append("method files failed to import: " + "; ".join(f"{where}: {message}" for where, message in sandbox.errors.items()))
+    if sandbox.stray_suites:
+        warnings.append(f"method files registered suites {sandbox.stray_suites}: define suites in conftest.py "
+                        "(method files are imported only in method processes, never by the harness)")
+    for text in warnings:
+        config.issue_config_time_warning(pytest.PytestConfigWarning(f"shrinkbench: {text}"), stacklevel=2)
 
 
 def _benchmark_paths(config: pytest.Config) -> list[str]:
@@ -77,10 +116,9 @@ def _end_on_sigterm(config: pytest.Config) -> None:
 class Benchmark:
     """The session's cases, on every process: parametrized, ordered, and reported as reused when they were."""
 
-    def __init__(self, config: ShrinkConfig) -> None:
-        self.config = config
+    def __init__(self, config: ShrinkConfig, sandbox: Sandbox) -> None:
+        self.config, self.sandbox = config, sandbox
         self.cases = config.cases()
-        self._memory = limit_memory(config.max_memory_gib) if config.max_memory_gib is not None else None
 
     def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
         if "shrink_case" in metafunc.fixturenames:
@@ -105,14 +143,21 @@ class Benchmark:
             return "reused", "r", ("REUSED", {"yellow": True})
         return None
 
+    def pytest_report_header(self) -> str:
+        where = {LEVEL_LANDLOCK: f"in a child process per case, behind Landlock walls (ABI {self.sandbox.abi})",
+                 LEVEL_PROCESS: "in a child process per case, without walls",
+                 LEVEL_IN_PROCESS: "in this process (debugging mode: rows are unverified)"}[self.sandbox.level]
+        return f"shrinkbench: methods run {where}"
+
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:
-        """Controller (xdist): hand each worker the visible GPUs; worker k pins GPU k mod count."""
+        """Controller (xdist): hand each worker the methods it may run and the visible GPUs (worker k pins GPU k
+        mod count)."""
+        node.workerinput[CATALOGUE_KEY] = self.sandbox.catalogue()
         if self.config.device == "cuda":
             node.workerinput[devices.WORKER_GPUS_KEY] = devices.visible_gpus()
 
     def pytest_unconfigure(self) -> None:
-        methods.forget_session_methods()  # a project's methods and suites are re-discovered per session
+        self.sandbox.close()
+        forget_session_methods()  # a project's methods and suites are re-discovered per session
         user_suites.forget_session_suites()
-        if self._memory is not None:
-            restore_memory(self._memory)

@@ -112,6 +112,12 @@ SETTINGS: tuple[Setting, ...] = (
             default="1800", parse=_one(float, 0)),
     Setting("shrink_max_memory", "--shrink-max-memory", "GiB of address space a method's child process may use; "
             "an allocation beyond it fails its case (CPU only: CUDA reserves far more)", parse=_one(float, 0.1)),
+    Setting("shrink_sandbox", "--shrink-sandbox", "where method code runs: 'landlock' (a disposable child process per "
+            "case behind Landlock walls; 'process' where the kernel lacks Landlock, said once per session), 'process' "
+            "(a child process, no walls) or 'in-process' (for debuggers: its rows are unverified)", default="landlock",
+            parse=_choice("landlock", "process", "in-process")),
+    Setting("shrink_require_sandbox", "--shrink-require-sandbox", "fail the session unless every case's method ran at "
+            "least this confined: 'landlock' or 'process' (for CI)", parse=_choice("landlock", "process")),
     Setting("shrink_store", "--shrink-store", "results store, an SQLite file every finished case is written to "
             "(default: <results folder>/store.sqlite; 'none': no store, no reuse)"),
     Setting("shrink_reuse", "--shrink-reuse", "reuse results already in the store for cases with the same key "

@@ -27,7 +27,8 @@ FORMATS = ("md", "csv", "json", "html")
 
 def entry_record(e: Entry) -> dict[str, Any]:
     record: dict[str, Any] = {"suite": e.suite, "method": e.method, "ratio": e.ratio, "rank": e.rank, "status": e.status,
-                              "n": e.n, "failed": e.failed, "skipped": e.skipped}
+                              "n": e.n, "failed": e.failed, "skipped": e.skipped, "new_weights": e.new_weights,
+                              "unverified": e.unverified}
     for name in ("top1", "top1_pre", "top5", "compression", "speedup", "speedup_measured"):
         values = [v for v in getattr(e, name) if v is not None]
         record[f"{name}_mean"], record[f"{name}_std"] = mean(values), std(values)
@@ -41,7 +42,7 @@ def summary_record(s: Summary) -> dict[str, Any]:
             "ratios": list(s.ratios), "area_per_seed": dict(zip(map(str, s.seeds), s.auc))}
 
 
-ENTRY_COLUMNS = ["suite", "method", "ratio", "rank", "status", "n", "failed", "skipped", "top1_mean", "top1_std",
+ENTRY_COLUMNS = ["suite", "method", "ratio", "rank", "status", "n", "failed", "skipped", "new_weights", "unverified", "top1_mean", "top1_std",
                  "top1_pre_mean", "top1_pre_std", "top5_mean", "top5_std", "compression_mean", "compression_std",
                  "speedup_mean", "speedup_std", "speedup_measured_mean", "speedup_measured_std"]
 SUMMARY_COLUMNS = ["suite", "method", "rank", "status", "area_mean", "area_std", "n", "failed", "missing_ratios"]
@@ -110,7 +111,8 @@ def summary_rows(report: Report, suite: str) -> list[list[str]]:
 def _setup_line(report: Report, suite: str) -> str:
     setup = report.setup(suite)
     parts = [f"base weights sha256 {', '.join(v[:12] for v in setup.get('base_sha256', [])) or '-'}"]
-    for name, label in (("recipe_hash", "recipe"), ("torch", "torch"), ("python", "python"), ("threads", "threads"), ("device", "device")):
+    for name, label in (("recipe_hash", "recipe"), ("torch", "torch"), ("python", "python"), ("threads", "threads"), ("device", "device"),
+                        ("sandbox", "methods ran at")):
         if setup.get(name):
             parts.append(f"{label} {', '.join(setup[name])}")
     counts = Counter(r.get("status") for r in report.rows if r["suite"] == suite)

@@ -18,7 +18,8 @@ from typing import Any
 
 from tabulate import tabulate
 
-from .leaderboard import Entry, mean, std
+from .leaderboard import Entry, mean, std, suite_label
+from .schema import LEVEL_IN_PROCESS, REQUIRABLE, confined_at_least
 
 BASELINE_FORMAT = "pytest-shrinkbench baseline"
 BASELINE_VERSION = 1
@@ -97,13 +98,13 @@ class Comparison:
     ratio: float
     expected: Expected | None
     entry: Entry | None
-    verdict: str  # regression | failed | improved | unchanged | missing | new | not comparable
+    verdict: str  # regression | failed | unverified | improved | unchanged | missing | new | not comparable
     change: float | None = None  # run mean - baseline mean (fraction)
     allowed: float | None = None  # the drop that still passes (fraction)
 
     @property
     def fails(self) -> bool:
-        return self.verdict in ("regression", "failed")
+        return self.verdict in ("regression", "failed", "unverified")
 
 
 @dataclass
@@ -137,6 +138,9 @@ def compare(
     """Compare a run's leaderboard entries to a baseline's expected values (see the module docstring)."""
     result = GateResult(tolerance_points=points, tolerance_stds=stds)
     current = {(e.suite, e.method, e.ratio): e for e in entries}
+    # A method run in the debugging mode measured itself in the harness's process: it is never compared.
+    unverified = {(suite_label(r["suite"], r.get("weights")), r["method"], float(r["ratio"])) for r in rows or []
+                  if r.get("sandbox") == LEVEL_IN_PROCESS}
     wanted = {(x.suite, x.method, x.ratio): x for x in expected}
     for key in sorted(current.keys() | wanted.keys()):
         entry, base = current.get(key), wanted.get(key)
@@ -147,6 +151,8 @@ def compare(
             comparison.verdict = "missing"
         elif entry.failed:
             comparison.verdict = "failed"
+        elif key in unverified:
+            comparison.verdict = "unverified"
         else:
             comparison.change = mean(entry.top1) - base.top1
             comparison.allowed = max(points / 100, stds * max(base.std, std(entry.top1)))
@@ -172,6 +178,20 @@ def compare(
                         f"{', '.join(sorted(values))}: differences may come from the setup, not the methods"
                     )
     return result
+
+
+def confinement(rows: list[dict[str, Any]], required: str | None) -> list[str]:
+    """``--shrink-require-sandbox``: one line per kind of shortfall when some row's method ran less confined
+    than ``required`` (``landlock`` or ``process``); empty when all is well or nothing is required."""
+    if required is None:
+        return []
+    level = REQUIRABLE[required]
+    short = [r for r in rows if r.get("status") != "skipped" and not confined_at_least(r.get("sandbox"), level)]
+    if not short:
+        return []
+    kinds = sorted({str(r.get("sandbox")) for r in short})
+    return [f"shrinkbench: --shrink-require-sandbox={required}: {len(short)} of {len(rows)} cases ran at "
+            f"{', '.join(kinds)}, below {level}; the session fails"]
 
 
 def _points(value: float | None, sign: bool = False) -> str:
@@ -208,7 +228,7 @@ def render(result: GateResult, tablefmt: str = "simple") -> str:
     parts: list[str] = []
     tolerance = f"tolerance: max({result.tolerance_points:g} pp, {result.tolerance_stds:g} std)"
     sections = [
-        ("regressions (mean top-1 fell by more than the tolerance, or cases failed)", result.regressions),
+        ("regressions (mean top-1 fell by more than the tolerance, cases failed, or methods ran unverified)", result.regressions),
         ("improvements (reported, never failing)", result.having("improved")),
         ("missing from this run (in the baseline; not compared)", result.having("missing")),
         ("new in this run (not in the baseline; not compared)", result.having("new")),

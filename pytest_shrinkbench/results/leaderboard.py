@@ -10,6 +10,8 @@ from typing import Any, Callable, Iterable
 
 from tabulate import tabulate
 
+from .schema import LEVEL_IN_PROCESS
+
 
 @dataclass
 class Entry:
@@ -30,6 +32,14 @@ class Entry:
     rank: int | None = None  # None: not ranked (some seed failed, or nothing passed)
     tied: bool = False  # every ranked method here has the same mean (x1: all are the unpruned model)
     gradual: bool = False  # pruned in several calls: top-1 (pruned) is after the first, mild one
+    new_weights: bool = False  # the method returned new values for kept weights (allowed, and shown)
+    unverified: bool = False  # a case ran in the in-process debugging mode
+
+    @property
+    def label(self) -> str:
+        """The method's name as tables show it, with what a reader must know about how it was measured."""
+        marks = [m for m, on in (("new weights", self.new_weights), ("unverified", self.unverified)) if on]
+        return f"{self.method} ({', '.join(marks)})" if marks else self.method
 
     @property
     def n(self) -> int:
@@ -90,7 +100,9 @@ def aggregate(rows: Iterable[dict[str, Any]]) -> list[Entry]:
         suite = suite_label(row["suite"], row.get("weights"))
         key = (suite, float(row["ratio"]), row["method"])
         entry = entries.setdefault(key, Entry(suite, row["method"], float(row["ratio"])))
-        entry.gradual = entry.gradual or (row.get("prune_steps") or 1) > 1
+        entry.gradual |= (row.get("prune_steps") or 1) > 1
+        entry.new_weights |= bool(row.get("weights_changed"))
+        entry.unverified |= row.get("sandbox") == LEVEL_IN_PROCESS
         if row["status"] == "passed":
             entry.top1.append(row["top1"])
             entry.top1_pre.append(row["top1_pre"])
@@ -139,7 +151,7 @@ def table(entries: list[Entry]) -> tuple[list[str], list[list[str]]]:
     rows = []
     for e in entries:
         pruned = mean_std(e.top1_pre) + (f" {GRADUAL_MARK}" if e.gradual and e.top1_pre else "")
-        cells = [f"x{e.ratio:g}", e.method, e.status, mean_std(e.top1), pruned, compression_text(e.compression), mean_std(e.speedup, 2)]
+        cells = [f"x{e.ratio:g}", e.label, e.status, mean_std(e.top1), pruned, compression_text(e.compression), mean_std(e.speedup, 2)]
         rows.append(cells + ([mean_std(e.speedup_measured, 2)] if measured else []) + [str(e.n)])
     return headers + ["seeds"], rows
 

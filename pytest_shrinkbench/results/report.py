@@ -1,8 +1,8 @@
 """Leaderboard reports: results of one or more stores / JSON Lines files, merged, as Markdown, CSV,
 JSON and a self-contained HTML page with plots.
 
-The numbers come from :func:`pytest_shrinkbench.leaderboard.aggregate` and
-:func:`~pytest_shrinkbench.leaderboard.summarize`, the same code the end-of-session leaderboard
+The numbers come from :func:`pytest_shrinkbench.results.leaderboard.aggregate` and
+:func:`~pytest_shrinkbench.results.leaderboard.summarize`, the same code the end-of-session leaderboard
 uses; this module only reads inputs and formats.
 """
 
@@ -112,7 +112,7 @@ class Report:
         for row in self.rows:
             if row["suite"] != suite:
                 continue
-            for name in ("base_sha256", "recipe_hash", "torch", "python", "threads", "device"):
+            for name in ("base_sha256", "recipe_hash", "torch", "python", "threads", "device", "sandbox"):
                 value = row.get(name)
                 if value is not None and str(value) not in found[name]:
                     found[name].append(str(value))
@@ -125,7 +125,7 @@ def _row_order(row: dict[str, Any]) -> tuple:
 
 def build(rows: Iterable[dict[str, Any]], *, merge: bool = True, sources: list[str] | None = None, title: str | None = None) -> Report:
     """The report of ``rows``: with ``merge``, deduplicated by case key and reduced, per method, to
-    its latest setup (see :func:`pytest_shrinkbench.store.latest_setups`), with a note of what was dropped."""
+    its latest setup (see :func:`pytest_shrinkbench.results.store.latest_setups`), with a note of what was dropped."""
     rows = list(rows)
     notes = []
     if merge:

@@ -81,8 +81,20 @@ FIELDS: tuple[Field, ...] = (
     Field("shrink_error", "why the model could not be shrunk (its latency is then not measured)"),
 )
 NAMES: tuple[str, ...] = tuple(f.name for f in FIELDS)
+# How confined a row's method was (the ``sandbox`` field's values), weakest first.
+LEVEL_IN_PROCESS = "in-process"  # the debugging mode: method code in the harness's process (unverified)
+LEVEL_PROCESS = "process"  # a disposable child process, without walls
+LEVEL_LANDLOCK = "process+landlock"  # a disposable child process behind Landlock walls
+SANDBOX_LEVELS = (LEVEL_IN_PROCESS, LEVEL_PROCESS, LEVEL_LANDLOCK)
+# What --shrink-require-sandbox names each level.
+REQUIRABLE = {"process": LEVEL_PROCESS, "landlock": LEVEL_LANDLOCK}
 JUNIT: tuple[str, ...] = tuple(f.name for f in FIELDS if f.junit)
 _KNOWN = frozenset(NAMES)
+
+
+def confined_at_least(level: str | None, required: str) -> bool:
+    """Whether a row's ``sandbox`` level is ``required`` or stronger (a row without one — older versions — is not)."""
+    return level in SANDBOX_LEVELS and SANDBOX_LEVELS.index(level) >= SANDBOX_LEVELS.index(required)
 
 
 def make_row(values: dict[str, Any]) -> dict[str, Any]:

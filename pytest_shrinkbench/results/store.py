@@ -10,7 +10,7 @@ the same store (e.g. shards on one machine) serialize on SQLite's lock (``busy_t
 WAL needs a local file system (it uses shared memory): on a cluster, give each shard its own
 store and merge them with the report command.
 
-The per-run JSON Lines files (:mod:`.results`) stay the plain interchange format; the report
+The per-run JSON Lines files (:mod:`.files`) stay the plain interchange format; the report
 command reads both, and :func:`merge_rows` dedupes by case key.
 """
 

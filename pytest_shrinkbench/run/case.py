@@ -1,8 +1,15 @@
-"""One case on the harness's side — method × suite × ratio × seed — from masks to measurements, checking invariants throughout."""
+"""One case on the harness's side — method × suite × ratio × seed — from masks to measurements, checking invariants throughout.
+
+The method runs on the other side of the trust boundary (:mod:`pytest_shrinkbench.sandbox`); this
+module builds its own model from the suite and the verified base weights, applies what came back,
+fine-tunes with the suite's pinned recipe, checks the invariants and measures. No method code runs
+in this process (except in the explicit in-process debugging mode, whose rows say so).
+"""
 
 from __future__ import annotations
 
 import time
+from contextlib import closing
 from typing import Any, Callable
 
 import torch
@@ -12,42 +19,41 @@ from ..errors import CaseFailure
 from ..identity import CaseSpec, environment
 from ..measure.flops import sparse_flops
 from ..measure.structured import count_removed_channels, structured_flops
-from ..prunable import prunable_modules
-from ..sandbox import methods
-from ..sandbox.context import PruneContext
+from ..prunable import prunable_modules, prunable_parameters
+from ..sandbox.protocol import Setup
+from ..sandbox.runner import Sandbox, default_sandbox
 from ..suites.subject import Subject
 from ..suites.training import evaluate, fit, optimizer_steps
 from .gradual import finetune_gradually, gradual_schedule
-from .guards import isolated_globals, time_limit
-from .invariants import (
-    check_no_hooks,
-    check_pruned,
-    shapes,
-)
+from .guards import time_limit
+from .invariants import check_no_hooks, check_pruned
 from .masks import MaskEnforcer
 from .pruning import check_compression, prune_step
 
 
 def run_case(spec: CaseSpec, subject: Subject, result: dict[str, Any] | None = None, *, timeout: float = 0,
-             then: Callable[[nn.Module, dict[str, Any]], None] | None = None) -> dict[str, Any]:
+             then: Callable[[nn.Module, dict[str, Any]], None] | None = None, sandbox: Sandbox | None = None) -> dict[str, Any]:
     """Run one case on ``subject`` and return its measurements.
 
-    Measurements are written into ``result`` as soon as they exist, so a case that fails late
-    still reports what it measured before failing. Raises :class:`CaseFailure` (message prefixed
-    with the case's label) when the method crashes, its masks are malformed, it misses the
-    requested compression, an invariant breaks, or the case runs past ``timeout`` seconds (0: no limit).
+    The method is called through ``sandbox`` (default: this process's, which finds installed
+    methods and those a ``conftest.py`` registered). Measurements are written into ``result`` as
+    soon as they exist, so a case that fails late still reports what it measured before failing.
+    Raises :class:`CaseFailure` (message prefixed with the case's label) when the method crashes or
+    its process dies, its masks are malformed, it misses the requested compression, an invariant
+    breaks, or the case runs past ``timeout`` seconds (0: no limit; its child is killed).
     ``then(model, result)`` measures more on the final pruned model (latency), outside the time limit.
     """
     result = {} if result is None else result
+    sandbox = sandbox or default_sandbox()
     try:
-        with isolated_globals(), time_limit(timeout):
-            model = _run(spec, subject, result)
+        with time_limit(timeout):
+            model = _run(spec, subject, result, sandbox)
         if then is not None:
             then(model, result)
     except CaseFailure as failure:
         failure.args = (f"[{spec.label}] {failure}",)
         raise
-    except Exception as exc:  # a method's hook or stray state broke the harness's own steps
+    except Exception as exc:  # the harness itself broke (or, in-process, the method did): still this case's failure
         raise CaseFailure(f"[{spec.label}] {type(exc).__name__}: {exc}") from exc
     return result
 
@@ -74,53 +80,59 @@ def finetune(model: nn.Module, subject: Subject, seed: int, enforcer: MaskEnforc
     return time.perf_counter() - start
 
 
-def provenance(spec: CaseSpec, subject: Subject) -> dict[str, Any]:
+def provenance(spec: CaseSpec, subject: Subject, sandbox: Sandbox) -> dict[str, Any]:
     """What a case's numbers depend on besides its spec, known before it runs: the method's source
-    hash, the base weights' sha256, the recipe hash and the environment. With the spec, this is the
-    case's identity in the results store (:func:`pytest_shrinkbench.store.case_key`)."""
+    hash, the base weights' identity, the recipe hash and the environment, and how its method is
+    confined. With the spec, this is the case's identity in the results store
+    (:func:`pytest_shrinkbench.identity.case_key`)."""
     return dict(
         base_sha256=subject.sha256,
         recipe_hash=subject.suite.finetune_recipe.digest(),
-        method_hash=methods.METHODS.get(spec.method).source_hash(),
+        method_hash=sandbox.method(spec.method).source_hash,
         top1_base=subject.base_top1,
         top5_base=subject.base_top5,
+        sandbox=sandbox.level,
         **environment(subject.device),
     )
 
 
-def _run(spec: CaseSpec, subject: Subject, result: dict[str, Any]) -> nn.Module:
-    m = methods.METHODS.get(spec.method)
-    result.update(provenance(spec, subject), prune_steps=m.steps)
+def _run(spec: CaseSpec, subject: Subject, result: dict[str, Any], sandbox: Sandbox) -> nn.Module:
+    info = sandbox.method(spec.method)
+    if "method_hash" not in result:
+        result.update(provenance(spec, subject, sandbox))
+    result.setdefault("weights_changed", 0)
+    result["prune_steps"] = info.steps
+    inputs, targets = subject.batch(spec.seed)
     torch.manual_seed(spec.seed)
     model = subject.fresh_model()
-    architecture = shapes(model)
-    inputs, targets = subject.batch(spec.seed)
+    prunable = prunable_parameters(model)
     total = optimizer_steps(subject.data.train, subject.suite.finetune_recipe)
-    compressions, prune_after = gradual_schedule(spec.ratio, m.steps, total) if m.steps > 1 else ([spec.ratio], [])
-    ctx = PruneContext(model, compressions[0], inputs, targets, seed=spec.seed, step=0, steps=m.steps)
-    who = f"method {spec.method!r}"
-
-    masks = prune_step(m, ctx, model, architecture, who, result)
-    when = f" (step 1 of {m.steps})" if m.steps > 1 else ""
-    check_compression(model, compressions[0], when, result=result)
+    compressions, prune_after = gradual_schedule(spec.ratio, info.steps, total) if info.steps > 1 else ([spec.ratio], [])
+    setup = Setup(info, spec.suite, subject.sha256, spec.seed, str(subject.device), torch.get_num_threads(), inputs, targets,
+                  subject.state)
     check_inputs = subject.check_inputs()
-    check_pruned(model, ctx.prunable, masks, check_inputs, subject.fresh_model, f"after pruning{when}")
-    result["top1_pre"], result["top5_pre"] = evaluate(model, subject.data.test, device=subject.device)
-
-    if m.steps == 1:
-        result["finetune_seconds"] = finetune(model, subject, spec.seed, MaskEnforcer(ctx.prunable, masks))
-    else:
-        masks = finetune_gradually(m, ctx, model, subject, spec, masks, compressions, prune_after, total,
-                                    architecture, who, check_inputs, result)
-        # A regrown weight starts at zero and may stay there (a dead input): with regrowth the size is
-        # checked on the masks, and the row still records the model's true non-zero count.
-        check_compression(model, spec.ratio, " (after the last step and fine-tuning)",
-                           masks if m.regrowth else None, ctx.prunable, result=result)
-    check_pruned(model, ctx.prunable, masks, check_inputs, subject.fresh_model, "after fine-tuning")
+    with closing(sandbox.open(setup)) as calls:
+        masks = prune_step(calls, prunable, compressions[0], 0, None, result)
+        when = f" (step 1 of {info.steps})" if info.steps > 1 else ""
+        check_compression(model, compressions[0], when, result=result)
+        check_pruned(model, prunable, masks, check_inputs, subject.fresh_model, f"after pruning{when}")
+        result["top1_pre"], result["top5_pre"] = evaluate(model, subject.data.test, device=subject.device)
+        torch.manual_seed(spec.seed)  # fine-tuning's randomness (dropout) depends on the seed alone
+        if info.steps == 1:
+            calls.close()  # a one-shot method's child is done: it is not kept through fine-tuning
+            result["finetune_seconds"] = finetune(model, subject, spec.seed, MaskEnforcer(prunable, masks))
+        else:
+            masks = finetune_gradually(info, calls, model, prunable, subject, spec, masks, compressions, prune_after,
+                                       total, check_inputs, result)
+            # A regrown weight starts at zero and may stay there (a dead input): with regrowth the size is
+            # checked on the masks, and the row still records the model's true non-zero count.
+            check_compression(model, spec.ratio, " (after the last step and fine-tuning)",
+                              masks if info.regrowth else None, prunable, result=result)
+    check_pruned(model, prunable, masks, check_inputs, subject.fresh_model, "after fine-tuning")
     check_no_hooks(model, "after fine-tuning")
     result["top1"], result["top5"] = evaluate(model, subject.data.test, device=subject.device)
 
-    weights_by_module = {module: ctx.prunable[param] for module, param in prunable_modules(model).items()}
+    weights_by_module = {module: prunable[param] for module, param in prunable_modules(model).items()}
     dense = sum(subject.dense_flops.values())
     if subject.channel_links is None:  # untraceable: each layer's FLOPs scaled by its density only
         sparse, accounting = sparse_flops(subject.dense_flops, weights_by_module), "density"

@@ -10,8 +10,8 @@ from torch import nn
 
 from ..errors import CaseFailure, InvariantViolation
 from ..identity import CaseSpec
-from ..sandbox import methods
-from ..sandbox.context import PruneContext
+from ..sandbox.protocol import MethodInfo
+from ..sandbox.runner import MethodCalls
 from ..suites.subject import Subject
 from ..suites.training import fit
 from .invariants import check_pruned
@@ -41,8 +41,8 @@ def gradual_schedule(ratio: float, steps: int, total: int) -> tuple[list[float],
 
 
 def finetune_gradually(
-    m: methods.Method, ctx: PruneContext, model: nn.Module, subject: Subject, spec: CaseSpec, masks: dict[str, torch.Tensor],
-    compressions: list[float], prune_after: list[int], total: int, architecture: dict, who: str,
+    info: MethodInfo, calls: MethodCalls, model: nn.Module, prunable: dict[str, nn.Parameter], subject: Subject,
+    spec: CaseSpec, masks: dict[str, torch.Tensor], compressions: list[float], prune_after: list[int], total: int,
     check_inputs: torch.Tensor, result: dict[str, Any],
 ) -> dict[str, torch.Tensor]:
     """Fine-tune with the suite's recipe, calling the method again after each optimizer step of ``prune_after``.
@@ -51,9 +51,11 @@ def finetune_gradually(
     epoch). At each change: the previous enforcer's record is checked, the new masks are validated,
     must not revive a pruned weight (unless the method declares ``regrowth``), must hit the step's
     compression, and pass invariants 2, 4 and 5; the optimizer's per-weight state (momentum, Adam
-    moments) of newly pruned entries is zeroed, so it cannot move them off zero.
+    moments) of newly pruned entries is zeroed, so it cannot move them off zero. Each call ships the
+    model's current weights to the method's child (kept for the whole case) and its masks back.
     """
-    state = {"masks": masks, "enforcer": MaskEnforcer(ctx.prunable, masks), "optimizer": None}
+    who = f"method {info.name!r}"
+    state = {"masks": masks, "enforcer": MaskEnforcer(prunable, masks), "optimizer": None}
     step_after = {index: step for step, index in enumerate(prune_after, start=1)}  # optimizer step -> ctx.step of the call
 
     def on_optimizer(optimizer: torch.optim.Optimizer) -> None:
@@ -67,27 +69,26 @@ def finetune_gradually(
         step = step_after.get(index)
         if step is None:
             return
-        when = f" (step {step + 1} of {m.steps}, after optimizer step {index + 1} of {total})"
-        state["enforcer"].check(f"fine-tuning up to optimizer step {index + 1}, before step {step + 1} of {m.steps}")
+        when = f" (step {step + 1} of {info.steps}, after optimizer step {index + 1} of {total})"
+        state["enforcer"].check(f"fine-tuning up to optimizer step {index + 1}, before step {step + 1} of {info.steps}")
         state["enforcer"].remove()
-        ctx.advance(compressions[step])
-        new = prune_step(m, ctx, model, architecture, who, result)
-        if not m.regrowth:
+        new = prune_step(calls, prunable, compressions[step], step, model.state_dict(), result)
+        if not info.regrowth:
             for name, mask in new.items():
                 revived = int((mask & ~state["masks"][name]).sum())
                 if revived:
                     raise InvariantViolation(
                         f"{who} revived {revived} pruned entries of {name!r}{when}; declare @method(..., regrowth=True) to allow it"
                     )
-        check_compression(model, compressions[step], when, new, ctx.prunable)
-        check_pruned(model, ctx.prunable, new, check_inputs, subject.fresh_model, f"after pruning{when}")  # restores the mode
+        check_compression(model, compressions[step], when, new, prunable)
+        check_pruned(model, prunable, new, check_inputs, subject.fresh_model, f"after pruning{when}")  # restores the mode
         with torch.no_grad():
-            for name, param in ctx.prunable.items():
+            for name, param in prunable.items():
                 for value in state["optimizer"].state.get(param, {}).values():
                     if isinstance(value, torch.Tensor) and value.shape == param.shape:
                         value.mul_(new[name].to(value.dtype))
         state["masks"] = new
-        state["enforcer"] = MaskEnforcer(ctx.prunable, new)
+        state["enforcer"] = MaskEnforcer(prunable, new)
         state["enforcer"].attach(state["optimizer"])
 
     start = time.perf_counter()

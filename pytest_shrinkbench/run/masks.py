@@ -10,8 +10,21 @@ from torch import Tensor, nn
 from ..errors import InvariantViolation, MaskError
 
 
+def _plain(value: object, what: str) -> Tensor:
+    """``value`` if it is a plain tensor: a subclass could answer the harness's own questions (``sum``,
+    ``__bool__``, ``copy_``) with lies, so none is accepted, whatever it claims to be."""
+    if not isinstance(value, Tensor):
+        raise MaskError(f"{what} is a {type(value).__name__}, not a tensor")
+    if type(value) not in (Tensor, nn.Parameter):
+        raise MaskError(f"{what} is a {type(value).__name__}, not a plain torch.Tensor")
+    return value
+
+
 def validate_masks(masks: object, prunable: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """Invariant 1: one boolean mask per prunable parameter, of its shape and on its device."""
+    """Invariant 1: one boolean mask per prunable parameter, of its shape and on its device.
+
+    Returns the harness's own copies (plain tensors, in the prunable parameters' order): nothing
+    the method handed over is used afterwards."""
     if not isinstance(masks, Mapping):
         raise MaskError(f"masks must be a dict of parameter name -> bool tensor, got {type(masks).__name__}")
     unknown = sorted(set(masks) - set(prunable))
@@ -21,35 +34,42 @@ def validate_masks(masks: object, prunable: Mapping[str, Tensor]) -> dict[str, T
     if missing:
         raise MaskError(f"no mask for prunable parameters {missing}")
     for name, param in prunable.items():
-        mask = masks[name]
-        if not isinstance(mask, Tensor):
-            raise MaskError(f"mask of {name!r} is a {type(mask).__name__}, not a tensor")
+        mask = _plain(masks[name], f"mask of {name!r}")
         if mask.dtype != torch.bool:
             raise MaskError(f"mask of {name!r} has dtype {mask.dtype}, expected torch.bool (True = keep)")
         if mask.shape != param.shape:
             raise MaskError(f"mask of {name!r} has shape {tuple(mask.shape)}, parameter has {tuple(param.shape)}")
         if mask.device != param.device:
             raise MaskError(f"mask of {name!r} is on {mask.device}, parameter is on {param.device}")
-    return {name: masks[name] for name in prunable}
+    return {name: torch.empty(param.shape, dtype=torch.bool, device=param.device).copy_(masks[name].detach())
+            for name, param in prunable.items()}
 
 
 @torch.no_grad()
-def apply_masks(prunable: Mapping[str, nn.Parameter], masks: Mapping[str, Tensor], weights: Mapping[str, Tensor]) -> None:
-    """Write a method's new weight values (if any), then zero every masked entry once."""
+def apply_masks(prunable: Mapping[str, nn.Parameter], masks: Mapping[str, Tensor], weights: Mapping[str, Tensor]) -> int:
+    """Write a method's new weight values (if any), then zero every masked entry once. Returns how many
+    kept entries the new values changed: methods that update weights (SparseGPT-style) are allowed, and seen."""
     unknown = sorted(set(weights) - set(prunable))
     if unknown:
         raise MaskError(f"new weights for unknown or non-prunable parameters {unknown}")
+    changed = 0
     for name, value in weights.items():
         param = prunable[name]
         if not isinstance(value, Tensor) or value.shape != param.shape:
             shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
             raise MaskError(f"new weights of {name!r} have shape {shape}, parameter has {tuple(param.shape)}")
+        value = _plain(value, f"new weights of {name!r}").detach()
+        if not value.is_floating_point():
+            raise MaskError(f"new weights of {name!r} have dtype {value.dtype}, parameter has {param.dtype}")
+        value = value.to(device=param.device, dtype=param.dtype)
         bad = int((~torch.isfinite(value)).sum())
         if bad:
             raise MaskError(f"new weights of {name!r} contain {bad} NaN or infinite entries")
+        changed += int(((value != param) & masks[name]).sum())
         param.copy_(value)
     for name, param in prunable.items():
         param.masked_fill_(~masks[name], 0.0)
+    return changed
 
 
 class MaskEnforcer:

@@ -10,9 +10,7 @@ from torch import nn
 
 from ..errors import CaseFailure
 from ..prunable import count_parameters
-from ..sandbox import methods
-from ..sandbox.context import PruneContext
-from .invariants import check_architecture, check_untouched
+from ..sandbox.runner import MethodCalls
 from .masks import apply_masks, validate_masks
 
 # Achieved compression may differ from the requested one by rounding to whole parameters only.
@@ -38,25 +36,19 @@ def check_compression(model: nn.Module, target: float, when: str = "", masks: di
     return total, nonzero
 
 
-def prune_step(m: methods.Method, ctx: PruneContext, model: nn.Module, architecture: dict, who: str,
-           result: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """Call the method (its time added to ``prune_seconds``), check its masks and that it edited nothing
-    in place, apply them; return the masks.
+def prune_step(calls: MethodCalls, prunable: dict[str, nn.Parameter], compression: float, step: int,
+               state: dict[str, torch.Tensor] | None, result: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """Call the method across the boundary (its time, child process included, added to ``prune_seconds``),
+    check what came back, and apply it to the harness's own model; return the harness's copy of the masks.
 
-    Every call sees the model in training mode (a fresh model is, and fine-tuning is when a gradual
-    method is called again), and the mode is restored after it: a method that switches to eval
-    mode must not leave the rest of fine-tuning running without dropout or batch statistics.
+    ``state`` is what the method sees of the model at this call (None: the base weights it started from).
     """
-    before = {name: value.clone() for name, value in model.state_dict().items()}
-    model.train()
     start = time.perf_counter()
-    try:
-        masks, weights = methods.call(m, ctx)
-    finally:
-        model.train()
+    answer = calls.call(compression, step, state)
     result["prune_seconds"] = result.get("prune_seconds", 0.0) + time.perf_counter() - start
-    check_architecture(architecture, model, who)
-    masks = validate_masks(masks, ctx.prunable)
-    check_untouched(before, model, masks, who)
-    apply_masks(ctx.prunable, masks, weights)
+    if answer.error is not None:
+        raise CaseFailure(answer.error)
+    masks = validate_masks(answer.masks, prunable)
+    changed = apply_masks(prunable, masks, answer.weights)
+    result["weights_changed"] = result.get("weights_changed", 0) + changed
     return masks

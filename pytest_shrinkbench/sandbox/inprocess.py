@@ -1,14 +1,51 @@
-"""The plain Python API for notebooks: masks for any model, without pytest."""
+"""Methods called in this process: the debugging mode (``--shrink-sandbox=in-process``) and the notebook API.
+
+Both exist so that a researcher can step into their own method (breakpoints, ``--pdb``). Nothing
+walls the method off here: the debugging mode's rows are marked ``in-process`` (unverified), never
+stored as verified, and refused by the gates; the notebook API measures nothing.
+"""
 
 from __future__ import annotations
 
 from typing import Callable
 
+import torch
 from torch import Tensor, nn
 
+from ..errors import CaseFailure
 from ..run.masks import validate_masks
-from . import methods
+from .calling import answer_call
+from .child import model_for
 from .context import PruneContext
+from .discovery import load_method
+from .methods import METHODS, Method, load_installed
+from .protocol import Answer, Setup
+
+
+class InProcessCalls:
+    """A case's method called directly, on a model of its own (the harness still measures its own copy)."""
+
+    def __init__(self, setup: Setup) -> None:
+        self.method = load_method(setup.method)
+        self.setup, self.model = setup, model_for(setup)
+        torch.manual_seed(setup.seed)  # as in a child: the method's global RNG starts from the case's seed
+        self.ctx: PruneContext | None = None
+
+    def call(self, compression: float, step: int, state: dict[str, Tensor] | None) -> Answer:
+        if self.ctx is None:
+            self.ctx = PruneContext(self.model, compression, self.setup.inputs, self.setup.targets, seed=self.setup.seed,
+                                    steps=self.method.steps)
+        else:
+            with torch.no_grad():
+                self.model.load_state_dict(state)
+            self.ctx.advance(compression)
+        try:
+            return answer_call(self.method, self.ctx, reraise=True)
+        finally:
+            torch.set_num_threads(self.setup.threads)  # the one process-wide setting that changes the harness's numbers
+
+    def close(self) -> None:
+        self.ctx = None
 
 
 def prune(
@@ -26,11 +63,13 @@ def prune(
     not modified unless the method itself does so.
     """
     if isinstance(method, str):
-        if method not in methods.METHODS:
-            methods.discover([])
-        fn = methods.METHODS.get(method)
+        if method not in METHODS:
+            load_installed()
+        fn = METHODS.get(method)
     else:
-        fn = methods.Method(getattr(method, "__name__", "method"), method)
+        fn = Method(getattr(method, "__name__", "method"), method)
     ctx = PruneContext(model, compression, batch[0], batch[1], seed=seed)
-    masks, _weights = methods.call(fn, ctx)
-    return validate_masks(masks, ctx.prunable)
+    answer = answer_call(fn, ctx)
+    if answer.error is not None:
+        raise CaseFailure(answer.error)
+    return validate_masks(answer.masks, ctx.prunable)

@@ -18,21 +18,19 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import glob
 import os
 import resource
 import stat
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from itertools import groupby
 from pathlib import Path
 
-LEVEL_LANDLOCK = "process+landlock"
-LEVEL_PROCESS = "process"
-LEVEL_IN_PROCESS = "in-process"
+from ..results.schema import LEVEL_LANDLOCK, LEVEL_PROCESS
+from .grants import planned_grants
 
 _SYS_CREATE_RULESET, _SYS_ADD_RULE, _SYS_RESTRICT_SELF = 444, 445, 446  # same on x86_64 and aarch64
 _CREATE_RULESET_VERSION = 1
@@ -51,7 +49,6 @@ _SCOPE_ABSTRACT_UNIX_SOCKET, _SCOPE_SIGNAL = 1 << 0, 1 << 1  # ABI 6
 _READ = _EXECUTE | _READ_FILE | _READ_DIR
 _FILE_ONLY = _EXECUTE | _WRITE_FILE | _READ_FILE | _TRUNCATE  # the rights a rule on a non-directory may carry
 _DEVICE = _READ_FILE | _WRITE_FILE | _TRUNCATE | _READ_DIR  # READ_DIR for /dev/nvidia-caps, a directory
-_DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/urandom")
 
 
 class _RulesetAttr(ctypes.Structure):
@@ -141,43 +138,6 @@ def _ruleset_attr(abi: int) -> tuple[_RulesetAttr, int]:
     return _RulesetAttr(_handled_fs(abi), net, scoped), size
 
 
-def _reveals(link: Path, hidden: Sequence[Path]) -> bool:
-    """A rule follows a symlink to its target: a link to, into or above a hidden path would grant it."""
-    try:
-        target = link.resolve()
-    except (OSError, RuntimeError):  # a loop: nothing sensible to grant
-        return True
-    return any(target == h or target in h.parents or h in target.parents for h in hidden)
-
-
-def _read_grants_under(directory: Path, hidden: Sequence[Path], every_hidden: Sequence[Path]) -> Iterator[str]:
-    """Every entry of ``directory`` that neither is nor leads to a hidden path; recurse into those that lead
-    to one. Landlock only allows, so hiding means granting each sibling along the way."""
-    with os.scandir(directory) as entries:
-        for entry in sorted(entries, key=lambda e: e.name):
-            path = Path(entry.path)
-            inner = [h for h in hidden if path == h or path in h.parents]
-            if inner:
-                if path not in inner and entry.is_dir(follow_symlinks=False):
-                    yield from _read_grants_under(path, inner, every_hidden)
-            elif not (entry.is_symlink() and _reveals(path, every_hidden)):
-                yield entry.path
-
-
-def _planned_grants(hidden: Sequence[Path]) -> list[tuple[str, int]]:
-    """Paths and rights to grant, before descriptors are opened. A hidden path that does not exist yet
-    stops the walk at its nearest existing ancestor, so whatever is created there later stays unreadable."""
-    resolved = [Path(h).resolve() for h in hidden]
-    if Path("/") in resolved:
-        raise ValueError("walls: hiding / would leave nothing to read")
-    if not resolved:
-        reads = [("/", _READ)]
-    else:  # READ_DIR from / down: the ancestors of hidden paths can be listed (names only, not contents)
-        reads = [("/", _READ_DIR)] + [(p, _READ) for p in _read_grants_under(Path("/"), resolved, resolved)]
-    devices = [*_DEVICES, *sorted(glob.glob("/dev/nvidia*"))]  # CUDA opens /dev/nvidia* read-write
-    return reads + [(d, _DEVICE) for d in devices if os.path.exists(d)]
-
-
 def _open_grant(path: str, rights: int, handled: int) -> tuple[int, int]:
     """An O_PATH descriptor (inherited by forked children, not by exec'd programs) and the rights that fit
     what it turned out to be: a rule on a file may carry no directory right."""
@@ -202,7 +162,7 @@ class _Prepared:
     paths: list[str]  # to name a rule in an error
     fd_runs: list[tuple[int, int]]  # the descriptors, as runs of consecutive numbers to close at once
     rules: ctypes.Array[_PathBeneathAttr]
-    ruleset: _RulesetAttr
+    ruleset_attr: _RulesetAttr
     ruleset_size: int
 
     @classmethod
@@ -211,7 +171,7 @@ class _Prepared:
         is unreadable, never leaked)."""
         handled, paths, opened = _handled_fs(abi), [], []
         try:
-            for path, rights in _planned_grants(hidden):
+            for path, rights in planned_grants(hidden, _READ, _READ_DIR, _DEVICE):
                 try:
                     opened.append(_open_grant(path, rights, handled))
                 except FileNotFoundError:
@@ -224,10 +184,10 @@ class _Prepared:
         rules = (_PathBeneathAttr * len(opened))(*(_PathBeneathAttr(rights, fd) for fd, rights in opened))
         return cls(paths, _runs([fd for fd, _ in opened]), rules, *_ruleset_attr(abi))
 
-    def restrict(self, writable: Path, handled: int) -> None:
-        """Create the ruleset, add the prepared rules and one for the writable folder, and enter it."""
+    def ruleset(self, writable: Path, handled: int) -> int:
+        """A ruleset with the prepared rules and one for the writable folder, ready to enter (its descriptor)."""
         syscall = _libc().syscall
-        ruleset = _check(syscall(_SYS_CREATE_RULESET, ctypes.addressof(self.ruleset), self.ruleset_size, 0, 0),
+        ruleset = _check(syscall(_SYS_CREATE_RULESET, ctypes.addressof(self.ruleset_attr), self.ruleset_size, 0, 0),
                          "landlock_create_ruleset")
         try:
             writable_fd = os.open(writable, os.O_PATH | os.O_CLOEXEC | os.O_DIRECTORY)
@@ -241,9 +201,10 @@ class _Prepared:
             for index, address in enumerate(range(start, start + len(self.paths) * size, size)):
                 if syscall(_SYS_ADD_RULE, ruleset, _RULE_PATH_BENEATH, address, 0) < 0:
                     raise _error(f"landlock_add_rule({self.paths[index]!r})")
-            _check(syscall(_SYS_RESTRICT_SELF, ruleset, 0, 0, 0), "landlock_restrict_self")
-        finally:
+        except BaseException:
             os.close(ruleset)
+            raise
+        return ruleset
 
     def close(self) -> None:
         """A few close_range calls rather than one close per rule; a run holds only our descriptors."""
@@ -260,6 +221,7 @@ class Walls:
     rules: int  # path rules prepared (apply() adds one for the writable folder)
     _prepared: _Prepared | None = field(default=None, repr=False)  # None at LEVEL_PROCESS
     _closed: bool = field(default=False, repr=False)
+    _armed: tuple[Path, int] | None = field(default=None, repr=False)  # a ruleset built ahead for this folder
 
     @classmethod
     def prepare(cls, hidden: Sequence[Path] = (), landlock: bool = True) -> Walls:
@@ -270,6 +232,19 @@ class Walls:
             return cls(LEVEL_PROCESS, 0, 0)
         prepared = _Prepared.open(hidden, abi)
         return cls(LEVEL_LANDLOCK, abi, len(prepared.paths), prepared)
+
+    def arm(self, writable: Path) -> None:
+        """In the server, before forking the child that will write ``writable``: build its whole ruleset now,
+        so that the child's :meth:`apply` only enters it (the rules cost the server, not the case)."""
+        self.disarm()
+        if self._prepared is not None:
+            self._armed = (Path(writable), self._prepared.ruleset(Path(writable), _handled_fs(self.abi)))
+
+    def disarm(self) -> None:
+        """In the server, once the child is forked: its copy of the ruleset descriptor is the one that counts."""
+        if self._armed is not None:
+            os.close(self._armed[1])
+            self._armed = None
 
     def apply(self, writable: Path, max_memory_bytes: int | None = None) -> str:
         """Wall in this process for good (call it in the child, before any method code); returns the level.
@@ -283,7 +258,13 @@ class Walls:
             limit_memory(max_memory_bytes)
         _drop_privileges()
         if self._prepared is not None:
-            self._prepared.restrict(Path(writable), _handled_fs(self.abi))
+            armed = self._armed if self._armed is not None and self._armed[0] == Path(writable) else None
+            ruleset = armed[1] if armed else self._prepared.ruleset(Path(writable), _handled_fs(self.abi))
+            try:
+                _check(_libc().syscall(_SYS_RESTRICT_SELF, ruleset, 0, 0, 0), "landlock_restrict_self")
+            finally:
+                os.close(ruleset)
+                self._armed = None
         self.close()
         os.environ["TMPDIR"] = str(writable)  # for subprocesses
         tempfile.tempdir = None  # forget a temp dir the server may have settled on
@@ -294,4 +275,5 @@ class Walls:
         does it), so method code holds no handles on the file system. Idempotent."""
         if self._prepared is not None and not self._closed:
             self._prepared.close()
+        self.disarm()
         self._closed = True

@@ -32,7 +32,7 @@ class Suite:
     base_recipe: Recipe | None  # how the plugin trains the base model when no checkpoint is given (None: never)
     finetune_recipe: Recipe  # what every case gets after pruning
     description: str = ""
-    # Suites whose data is on disk under the data root (vision_suites.py). find_data(root) is None when
+    # Suites whose data is on disk under the data root (vision.py). find_data(root) is None when
     # the data is there, else one line saying what is missing and how to provide it (the cases skip).
     find_data: Callable[[Path | None], str | None] | None = None
     # Hash of the data's contents, part of the cache key of a base model the plugin trains.

@@ -1,7 +1,7 @@
 """The standard vision suites: the ShrinkBench paper's setups and the MNIST classics, from data on disk.
 
 Each suite pins its architecture, data layout and recipes. Data comes from ``--shrink-data-root``
-(see :mod:`pytest_shrinkbench.vision_data`); a suite whose data is absent is skipped with one line
+(see :mod:`pytest_shrinkbench.suites.vision_data`); a suite whose data is absent is skipped with one line
 saying how to provide it. Base weights come from ``--shrink-weights SUITE=PATH``, else:
 
 * MNIST and CIFAR-10 suites: the plugin trains the base model once with the suite's pinned base

@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import pytest_shrinkbench.baselines  # noqa: F401  (registers the baselines)
 
+from pytest_shrinkbench.sandbox.methods import load_installed
 from tests.helpers import result_rows
+
+load_installed()  # registers the baselines
 
 
 def test_one_worker_trains_under_xdist(project: pytest.Pytester, tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Planted broken and cheating methods: each invariant check must fire, on its own case only."""
+"""Planted broken methods: each check of what a method returns fires, on its own case only (the cheats: test_red_team.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import os
 
 import torch
 import torch.nn.functional as F
-from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from pytest_shrinkbench import method
 
@@ -117,84 +116,6 @@ def memory_hog(ctx):
 @method("exits")
 def exits(ctx):
     os._exit(3)
-
-
-@method("evil-global-hook")
-def evil_global_hook(ctx):
-    """A process-wide optimizer hook reviving masked weights; sorts before the honest methods, so in a
-    serial run they execute after it: they must neither fail nor be touched by it."""
-    masks = magnitude(ctx)
-    removed = ~masks["fc1.weight"]
-
-    def revive(optimizer, args, kwargs):
-        with torch.no_grad():
-            for group in optimizer.param_groups:
-                for p in group["params"]:
-                    if p.shape == removed.shape:
-                        p[removed] = 0.01
-
-    register_optimizer_step_post_hook(revive)
-    torch.set_num_threads(2)  # also leaves the thread count changed
-    return masks
-
-
-@method("revives-by-gradient-hook")
-def revives_by_gradient_hook(ctx):
-    """Registers, at the first fine-tuning forward, a gradient hook (after the harness's) that fills masked grads."""
-    masks = magnitude(ctx)
-    removed = ~masks["fc2.weight"]
-    state = {"done": False}
-
-    def arm(module, inputs):
-        if module.training and not state["done"]:
-            module.weight.register_hook(lambda grad: grad + removed.float())
-            state["done"] = True
-
-    ctx.model.fc2.register_forward_pre_hook(arm)
-    return masks
-
-
-@method("trains-kept-weights")
-def trains_kept_weights(ctx):
-    """A hook nudging *kept* weights while fine-tuning: extra training no mask check can see."""
-    def nudge(module, inputs):
-        if module.training:
-            with torch.no_grad():
-                module.weight.mul_(1.0001)
-
-    ctx.model.fc3.register_forward_pre_hook(nudge)
-    return magnitude(ctx)
-
-
-@method("revives-in-training")
-def revives_in_training(ctx):
-    """A forward pre-hook that writes into masked weights, only while fine-tuning (invariant 3)."""
-    masks = magnitude(ctx)
-    removed = ~masks["fc1.weight"]
-
-    def revive(module, inputs):
-        if module.training:
-            with torch.no_grad():
-                module.weight[removed] = 0.01
-
-    ctx.model.fc1.register_forward_pre_hook(revive)
-    return masks
-
-
-@method("hidden-dense-copy")
-def hidden_dense_copy(ctx):
-    """A forward hook computing fc1 from a dense copy kept outside the state_dict (invariant 5)."""
-    dense = ctx.model.fc1.weight.detach().clone()
-    ctx.model.fc1.register_forward_hook(lambda module, inputs, out: F.linear(inputs[0], dense, module.bias))
-    return magnitude(ctx)
-
-
-@method("dense-copy-buffer")
-def dense_copy_buffer(ctx):
-    """The same cheat with the copy in a registered buffer: the state_dict no longer fits the model."""
-    ctx.model.fc2.register_buffer("secret", ctx.model.fc2.weight.detach().clone())
-    ctx.model.fc2.register_forward_hook(lambda module, inputs, out: F.linear(inputs[0], module.secret, module.bias))
-    return magnitude(ctx)
 '''
 
 EXPECTED = {
@@ -207,75 +128,39 @@ EXPECTED = {
     "edits-in-place": "method 'edits-in-place' modified the model in place (fc2.weight); return masks",
     "changes-architecture": "method 'changes-architecture' changed the architecture (added [], removed [], reshaped ['fc2.bias', 'fc2.weight', 'fc3.weight'])",
     "memory-hog": "method 'memory-hog' raised RuntimeError",
-    "evil-global-hook": "invariant 3 (fine-tuning epoch 1): 'fc1.weight' had",
-    "trains-kept-weights": "after fine-tuning: the model still carries hooks (fc3._forward_pre_hooks)",
-    "revives-by-gradient-hook": "invariant 3 (fine-tuning epoch 1): 'fc2.weight' received non-zero gradient in",
+    "exits": "method 'exits''s process ended before it answered: it exited with code 3",
     "wrong-shape": "mask of 'fc1.weight' has shape (10, 64), parameter has (300, 64)",
     "float-mask": "mask of 'fc2.weight' has dtype torch.float32, expected torch.bool",
     "raises": "method 'raises' raised RuntimeError: planted crash",
     "nan-weights": "new weights of 'fc3.weight' contain 3 NaN or infinite entries",
     "under-prunes": "requested compression x4 but the masks achieve x1 (50610 of 50610 parameters non-zero; 12652 expected)",
-    "revives-in-training": "invariant 3 (fine-tuning epoch 1): 'fc1.weight' had",
-    "hidden-dense-copy": "invariant 5 (after pruning): a fresh model loaded with the pruned state_dict gives different logits",
-    "dense-copy-buffer": "invariant 5 (after pruning): the pruned model's state_dict does not fit a fresh model (missing [], unexpected ['fc2.secret'])",
 }
-
-
-# os._exit kills a serial session outright; under xdist the worker is replaced and the run goes on.
-CRASHES = {"exits": "crashed while running"}
 
 
 @pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["serial", "xdist"])
 def test_each_broken_method_fails_alone(project: pytest.Pytester, workers: list[str]) -> None:
     project.mkdir("methods").joinpath("broken.py").write_text(BROKEN)
-    expected = {**EXPECTED, **CRASHES} if workers else EXPECTED
-    names = ",".join(["global-magnitude", "new-weights", *expected])
+    names = ",".join(["global-magnitude", "new-weights", *EXPECTED])
     result = project.runpytest_subprocess(
         f"--shrink-method={names}", "--shrink-suite=digits-mlp", "--shrink-ratios=4", "--shrink-seeds=0",
         "--shrink-max-memory=8", *workers,
     )
-    result.assert_outcomes(passed=2, failed=len(expected))
+    result.assert_outcomes(passed=2, failed=len(EXPECTED))
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     rows = rows_by_method(project.path / "results")
-    assert rows.keys() == {"global-magnitude", "new-weights", *expected}
+    assert rows.keys() == {"global-magnitude", "new-weights", *EXPECTED}
     assert rows["global-magnitude"]["status"] == rows["new-weights"]["status"] == "passed"
     assert rows["new-weights"]["top1_pre"] != rows["global-magnitude"]["top1_pre"], "returned weights must be used"
-    for name, text in expected.items():
+    for name, text in EXPECTED.items():
         row = rows[name]
         assert row["status"] == "failed", name
         assert row["message"].startswith(f"[method={name} suite=digits-mlp ratio=x4 seed=0] "), row["message"]
         assert text in row["message"], (name, row["message"])
-    assert "masked entries non-zero after optimizer steps" in rows["revives-in-training"]["message"]
     # The honest method is ranked; every broken one is shown failed, never ranked.
     result.stdout.fnmatch_lines(["x4*global-magnitude*[*]1*"])
-    for name in expected:
+    for name in EXPECTED:
         result.stdout.fnmatch_lines([f"x4*{name}*FAILED 1/1*"])
-    assert rows["global-magnitude"]["threads"] == 1, "a method's thread change must not leak into later cases"
-
-
-HANGS = '''
-import time
-from pytest_shrinkbench import method
-
-
-@method("hangs")
-def hangs(ctx):
-    while True:
-        time.sleep(0.05)
-'''
-
-
-def test_a_hanging_method_times_out_alone(project: pytest.Pytester) -> None:
-    """A separate, generous limit: a busy machine must not time out the honest case too."""
-    project.mkdir("methods").joinpath("hangs.py").write_text(HANGS)
-    result = project.runpytest_subprocess(
-        "--shrink-method=hangs,global-magnitude", "--shrink-suite=digits-mlp", "--shrink-ratios=4", "--shrink-seeds=0",
-        "--shrink-timeout=20",
-    )
-    result.assert_outcomes(passed=1, failed=1)
-    rows = rows_by_method(project.path / "results")
-    assert rows["hangs"]["message"] == "[method=hangs suite=digits-mlp ratio=x4 seed=0] timed out after 20 s (--shrink-timeout)"
-    assert rows["global-magnitude"]["status"] == "passed"
+    assert rows["global-magnitude"]["threads"] == 1, "cases run with the pinned thread count"
 
 
 SLOW = '''

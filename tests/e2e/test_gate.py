@@ -37,7 +37,7 @@ def test_gate_end_to_end(project: pytest.Pytester) -> None:
     assert gated.ret == pytest.ExitCode.TESTS_FAILED
     gated.stdout.fnmatch_lines([
         "*shrinkbench gate: *base.json*",
-        "regressions (mean top-1 fell by more than the tolerance, or cases failed):",
+        "regressions (mean top-1 fell by more than the tolerance, cases failed, or methods ran unverified):",
         "suite*method*ratio*baseline top-1 %*this run top-1 %*change (pp)*allowed (pp)*verdict",
         "digits-mlp*global-magnitude*x4*-2.00*-1.00*REGRESSION",
         "improvements (reported, never failing):",

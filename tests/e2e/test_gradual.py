@@ -4,15 +4,18 @@ optimizer steps in its first half; masks only shrink unless the method declares 
 from __future__ import annotations
 
 import pytest
-import pytest_shrinkbench.baselines  # noqa: F401  (registers the baselines)
 
 from pytest_shrinkbench.identity import MEASURE_VERSION
+from pytest_shrinkbench.sandbox.methods import load_installed
 from tests.helpers import rows_by_method
+
+load_installed()  # registers the baselines
 
 
 def test_gradual_methods_end_to_end(project: pytest.Pytester) -> None:
-    project.makeconftest(GRADUAL)
-    result = project.runpytest_subprocess(
+    # log-steps writes what it was called with into the project: a walled child could not (no Landlock here)
+    project.makeconftest(GRADUAL.replace("STEPS_LOG", str(project.path / "steps.log")))
+    result = project.runpytest_subprocess("--shrink-sandbox=process",
         "--shrink-method=gradual-magnitude,global-magnitude,regrows,regrows-declared,log-steps,stops-early,too-many-steps",
         "--shrink-suite=digits-mlp", "--shrink-ratios=8", "--shrink-seeds=0", "--shrink-store=none", "-p", "no:randomly",
     )
@@ -61,7 +64,7 @@ def regrows_declared(ctx):
 
 @method("log-steps", steps=3)
 def log_steps(ctx):
-    with open("steps.log", "a") as f:
+    with open("STEPS_LOG", "a") as f:
         f.write(f"{ctx.step} {ctx.steps} {ctx.compression:.4f}\\n")
     return ctx.keep_top({n: w.detach().abs() for n, w in ctx.prunable.items()})
 

@@ -90,7 +90,9 @@ def test_torchvision_resnet18_suite_end_to_end(project: pytest.Pytester, shrink_
     model.load_state_dict(torch.load(cached, weights_only=True))
 
     # l1-filter's masks again, from the same base weights: the row's sparse FLOPs are exactly their structured count.
-    import pytest_shrinkbench.baselines  # noqa: F401  (registers l1-filter)
+    from pytest_shrinkbench.sandbox.methods import load_installed
+
+    load_installed()  # registers the baselines
 
     from pytest_shrinkbench import prune
 

@@ -13,7 +13,7 @@ from pytest_shrinkbench.suites.vision_models import LeNet5
 from tests.helpers import result_rows
 from tests.vision_fakes import CIFAR_MD5_BYPASS, write_cifar10, write_mnist
 
-# The smoke recipes a test project may pin through the documented override (README: "Smoke runs").
+# The smoke recipes a test project may pin through the documented override (docs/suites.md: "Smoke runs").
 SMOKE_CONFTEST = CIFAR_MD5_BYPASS + (
     "from pytest_shrinkbench.suites.recipe import Recipe\n"
     "from pytest_shrinkbench.suites import override_suite\n"

@@ -93,7 +93,7 @@ def test_sparse_flops_scale_each_module_by_its_density():
 
 
 def test_resnet18_reference_params_and_flops():
-    """DESIGN.md's reference: torchvision ResNet-18 at 224x224 has 11,689,512 parameters and 3.63 GFLOPs (1.82 GMACs)."""
+    """The reference of docs/measuring.md: torchvision ResNet-18 at 224x224 has 11,689,512 parameters and 3.63 GFLOPs (1.82 GMACs)."""
     torch.manual_seed(0)
     model = torchvision.models.resnet18(weights=None)
     total, nonzero = count_parameters(model)

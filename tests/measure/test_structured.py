@@ -181,7 +181,9 @@ def _live_inputs(masks: dict[str, torch.Tensor], model: nn.Module) -> dict[str, 
 
 @pytest.mark.parametrize("ratio", [2, 4, 8, 32])
 def test_l1_filter_removes_whole_filters_and_hits_the_ratio(ratio: float) -> None:
-    import pytest_shrinkbench.baselines  # noqa: F401  (registers the baselines)
+    from pytest_shrinkbench.sandbox.methods import load_installed
+
+    load_installed()  # registers the baselines
 
     from pytest_shrinkbench import prune
     from pytest_shrinkbench.prunable import count_parameters

@@ -43,7 +43,7 @@ def resnet18_macs(size: int, classes: int) -> int:
 
 
 def test_hand_count_matches_the_reference() -> None:
-    """DESIGN.md: ResNet-18 at 224×224 is 1.82 GMACs (3.63 GFLOPs)."""
+    """docs/measuring.md: ResNet-18 at 224×224 is 1.82 GMACs (3.63 GFLOPs)."""
     assert resnet18_macs(224, 1000) == pytest.approx(1.82e9, rel=0.005)
 
 

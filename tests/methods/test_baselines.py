@@ -3,7 +3,6 @@
 import copy
 
 import pytest
-import pytest_shrinkbench.baselines  # noqa: F401  (registers the baselines)
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -11,6 +10,9 @@ from torch import nn
 from pytest_shrinkbench import MaskError, PruneContext, prune
 from pytest_shrinkbench.prunable import count_parameters, prunable_parameters
 from pytest_shrinkbench.run.masks import apply_masks
+from pytest_shrinkbench.sandbox.methods import load_installed
+
+load_installed()  # registers the baselines
 
 BASELINES = ["global-gradient", "global-magnitude", "layer-gradient", "layer-magnitude", "random"]
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import pytest_shrinkbench.baselines  # noqa: F401  (registers the baselines)
 
 from pytest_shrinkbench import CaseSpec, load_subject, run_case
 from pytest_shrinkbench.results.schema import NAMES
+from pytest_shrinkbench.sandbox.methods import load_installed
+
+load_installed()  # registers the baselines
 
 
 def test_run_one_case_outside_pytest(shrink_cache: Path) -> None:

@@ -41,12 +41,35 @@ def full_masks(prunable):
     return {name: torch.ones_like(p, dtype=torch.bool) for name, p in prunable.items()}
 
 
-def test_validate_masks_accepts_good_masks_in_prunable_order(prunable):
+def test_validate_masks_accepts_good_masks_in_prunable_order_as_the_harness_own_copies(prunable):
     masks = dict(reversed(list(full_masks(prunable).items())))
     out = validate_masks(masks, prunable)
     assert list(out) == list(prunable)
     for name in prunable:
-        assert out[name] is masks[name]
+        assert torch.equal(out[name], masks[name]) and out[name] is not masks[name] and type(out[name]) is torch.Tensor
+
+
+class Lying(torch.Tensor):
+    """A mask that would answer the harness's questions with lies."""
+
+    def sum(self, *args, **kwargs):
+        return super().sum(*args, **kwargs) * 0
+
+
+def test_validate_masks_refuses_tensor_subclasses(prunable):
+    masks = full_masks(prunable)
+    masks["conv.weight"] = masks["conv.weight"].as_subclass(Lying)
+    with pytest.raises(MaskError, match=re.escape("mask of 'conv.weight' is a Lying, not a plain torch.Tensor")):
+        validate_masks(masks, prunable)
+
+
+def test_apply_masks_counts_the_kept_weights_new_values_change(prunable):
+    masks = full_masks(prunable)
+    masks["conv.weight"][0] = False
+    new = prunable["conv.weight"].detach().clone()
+    new[0] += 1.0  # masked out: does not count
+    new[1, 0, 0, 0] += 1.0  # kept: counts
+    assert apply_masks(prunable, masks, {"conv.weight": new}) == 1
 
 
 def test_validate_masks_rejects_non_dict(prunable):

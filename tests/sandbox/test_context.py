@@ -6,7 +6,6 @@ import copy
 import re
 
 import pytest
-import pytest_shrinkbench.baselines  # noqa: F401  (registers the baselines)
 import torch
 import torch.nn.functional as F
 import torch.nn.utils.prune as tprune
@@ -15,6 +14,9 @@ from torch import nn
 from pytest_shrinkbench import PruneContext, prune
 from pytest_shrinkbench.prunable import count_parameters, prunable_modules
 from pytest_shrinkbench.run.masks import apply_masks, validate_masks
+from pytest_shrinkbench.sandbox.methods import load_installed
+
+load_installed()  # registers the baselines
 
 
 def test_activations_are_per_module_outputs_and_leave_no_trace() -> None:

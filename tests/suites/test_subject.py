@@ -7,12 +7,14 @@ import os
 from pathlib import Path
 
 import pytest
-import pytest_shrinkbench.baselines  # noqa: F401  (registers the baselines)
 import torch
 
 from pytest_shrinkbench import load_subject
 from pytest_shrinkbench.identity import file_sha256 as sha256_of
+from pytest_shrinkbench.sandbox.methods import load_installed
 from pytest_shrinkbench.suites.digits import digits
+
+load_installed()  # registers the baselines
 
 
 def test_digits_split_is_fixed_disjoint_and_stratified() -> None:

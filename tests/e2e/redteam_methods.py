@@ -1,0 +1,429 @@
+"""Planted cheats: each returns exactly global magnitude's masks and then tries to inflate its own number,
+corrupt another case, or climb a wall. Written as someone whose paper depends on a good number would.
+
+A wall-climbing method raises ``RuntimeError("ATTACK SUCCEEDED: ...")`` when its attack works, so the test
+sees it as a failed case; an attack the sandbox stops leaves an honest-looking case behind. The paths it
+attacks come from the ``REDTEAM`` environment variable (JSON), set by the test.
+"""
+
+import atexit
+import ctypes
+import gc
+import inspect
+import json
+import os
+import resource
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import weakref
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pytest_shrinkbench import method
+
+TARGETS = json.loads(os.environ.get("REDTEAM", "{}"))
+
+
+def magnitude(ctx):
+    return ctx.keep_top({n: w.detach().abs() for n, w in ctx.prunable.items()})
+
+
+def dense_forward(weights):
+    def forward(x):
+        x = F.relu(F.linear(x.flatten(1), weights["fc1.weight"], weights["fc1.bias"]))
+        x = F.relu(F.linear(x, weights["fc2.weight"], weights["fc2.bias"]))
+        return F.linear(x, weights["fc3.weight"], weights["fc3.bias"])
+    return forward
+
+
+def dense_copy(ctx):
+    return {n: p.detach().clone() for n, p in ctx.model.named_parameters()}
+
+
+def succeeded(what):
+    raise RuntimeError(f"ATTACK SUCCEEDED: {what}")
+
+
+# -- changing how the model computes, without a hook -----------------------------------------------
+
+@method("cheat-instance-forward")
+def instance_forward(ctx):
+    masks = magnitude(ctx)
+    ctx.model.forward = dense_forward(dense_copy(ctx))
+    return masks
+
+
+class DenseLinear(nn.Linear):
+    def forward(self, x):
+        return F.linear(x, self.dense, self.bias)
+
+
+@method("cheat-swapped-class")
+def swapped_class(ctx):
+    masks = magnitude(ctx)
+    for module in (ctx.model.fc1, ctx.model.fc2, ctx.model.fc3):
+        module.dense = module.weight.detach().clone()
+        module.__class__ = DenseLinear
+    return masks
+
+
+@method("cheat-class-patch")
+def class_patch(ctx):
+    masks = magnitude(ctx)
+    dense = {id(m): m.weight.detach().clone() for m in ctx.model.modules() if isinstance(m, nn.Linear)}
+    nn.Linear.forward = lambda self, x: F.linear(x, dense.get(id(self), self.weight), self.bias)
+    return masks
+
+
+@method("cheat-state-dict-hook")
+def state_dict_hook(ctx):
+    masks = magnitude(ctx)
+    dense = dense_copy(ctx)
+    ctx.model._register_state_dict_hook(lambda module, state, prefix, local: state.update(dense))
+    return masks
+
+
+@method("cheat-hidden-buffer")
+def hidden_buffer(ctx):
+    masks = magnitude(ctx)
+    ctx.model.fc1.register_buffer("dense", ctx.model.fc1.weight.detach().clone(), persistent=False)
+    ctx.model.fc1.register_forward_hook(lambda m, inputs, out: F.linear(inputs[0], m.dense, m.bias))
+    return masks
+
+
+@method("cheat-plain-attribute")
+def plain_attribute(ctx):
+    masks = magnitude(ctx)
+    ctx.model.fc2.secret = ctx.model.fc2.weight.detach().clone()
+    ctx.model.fc2.register_forward_hook(lambda m, inputs, out: F.linear(inputs[0], m.secret, m.bias))
+    return masks
+
+
+@method("cheat-stack-gated")
+def stack_gated(ctx):
+    """Dense except when a harness check is on the stack."""
+    masks = magnitude(ctx)
+    dense = dense_copy(ctx)
+
+    def hook(m, inputs, out):
+        checking = any(f.function.startswith(("check_", "_masked", "_self_contained")) for f in inspect.stack())
+        return out if checking else F.linear(inputs[0], dense["fc1.weight"], m.bias)
+
+    ctx.model.fc1.register_forward_hook(hook)
+    return masks
+
+
+@method("cheat-batch-gated")
+def batch_gated(ctx):
+    """Dense except on the invariant checks' batch of 128."""
+    masks = magnitude(ctx)
+    dense = dense_copy(ctx)
+    ctx.model.fc1.register_forward_hook(
+        lambda m, inputs, out: out if inputs[0].shape[0] == 128 else F.linear(inputs[0], dense["fc1.weight"], m.bias))
+    return masks
+
+
+@method("cheat-trains-kept-weights")
+def trains_kept_weights(ctx):
+    masks = magnitude(ctx)
+    ctx.model.fc3.register_forward_pre_hook(lambda m, inputs: m.weight.data.mul_(1.001) if m.training else None)
+    return masks
+
+
+@method("cheat-revives-in-training")
+def revives_in_training(ctx):
+    masks = magnitude(ctx)
+    removed = ~masks["fc1.weight"]
+
+    def revive(module, inputs):
+        if module.training:
+            with torch.no_grad():
+                module.weight[removed] = 0.01
+
+    ctx.model.fc1.register_forward_pre_hook(revive)
+    return masks
+
+
+# -- lying through what it returns -----------------------------------------------------------------
+
+class Lying(torch.Tensor):
+    """A mask that says it keeps fewer weights than it does."""
+
+    def sum(self, *args, **kwargs):
+        return super().sum(*args, **kwargs) // 2
+
+
+@method("cheat-subclass-masks")
+def subclass_masks(ctx):
+    return {n: m.as_subclass(Lying) for n, m in magnitude(ctx).items()}
+
+
+@method("cheat-swapped-parameters")
+def swapped_parameters(ctx):
+    masks = magnitude(ctx)
+    ctx.model.fc1.weight = nn.Parameter(ctx.model.fc1.weight.detach().clone() * 1.5)
+    return masks
+
+
+@method("cheat-replaced-prunable")
+def replaced_prunable(ctx):
+    masks = magnitude(ctx)
+    ctx.prunable["fc1.weight"] = nn.Parameter(torch.ones_like(ctx.prunable["fc1.weight"]))
+    return masks
+
+
+# -- reaching harness state ------------------------------------------------------------------------
+
+@method("cheat-gc-test-split")
+def gc_test_split(ctx):
+    """Find held-out data or subjects through the garbage collector and make them easy."""
+    for obj in gc.get_objects():
+        if type(obj).__name__ in ("Subject", "Splits", "TensorDataset"):
+            succeeded(f"reached a {type(obj).__name__}")
+    return magnitude(ctx)
+
+
+@method("cheat-patched-evaluator")
+def patched_evaluator(ctx):
+    import pytest_shrinkbench.run.case as case
+    import pytest_shrinkbench.suites.training as training
+
+    training.evaluate = case.evaluate = lambda *args, **kwargs: (1.0, 1.0)
+    return magnitude(ctx)
+
+
+@method("cheat-stack-frames")
+def stack_frames(ctx):
+    """Walk up the frames to the harness's own objects."""
+    frame = sys._getframe()
+    while frame is not None:
+        if "subject" in frame.f_locals or "result" in frame.f_locals:
+            succeeded(f"reached the harness's frame {frame.f_code.co_name}")
+        frame = frame.f_back
+    return magnitude(ctx)
+
+
+# -- process-wide state ----------------------------------------------------------------------------
+
+@method("cheat-patched-functional")
+def patched_functional(ctx):
+    original = F.linear
+    F.linear = torch.nn.functional.linear = lambda x, w, b=None: original(x, w * 1.01, b)
+    return magnitude(ctx)
+
+
+@method("cheat-default-dtype")
+def default_dtype(ctx):
+    masks = magnitude(ctx)
+    torch.set_default_dtype(torch.float64)
+    torch.set_num_threads(2)
+    torch.set_grad_enabled(False)
+    return masks
+
+
+@method("cheat-backend-flags")
+def backend_flags(ctx):
+    torch.backends.mkldnn.enabled = False
+    torch.set_flush_denormal(True)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    return magnitude(ctx)
+
+
+@method("cheat-global-hooks")
+def global_hooks(ctx):
+    """Process-wide optimizer and module hooks that would revive masked weights in every later case."""
+    from torch.nn.modules.module import register_module_forward_pre_hook
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+
+    def revive(optimizer, args, kwargs):
+        with torch.no_grad():
+            for group in optimizer.param_groups:
+                for p in group["params"]:
+                    p.add_(0.001)
+
+    register_optimizer_step_post_hook(revive)
+    register_module_forward_pre_hook(lambda m, inputs: None)
+    return magnitude(ctx)
+
+
+@method("cheat-trace")
+def trace(ctx):
+    def tracer(frame, event, arg):
+        if event == "return" and frame.f_code.co_name == "evaluate":
+            frame.f_locals["top1"] = 10**6
+        return tracer
+
+    sys.settrace(tracer)
+    sys.setprofile(lambda *a: None)
+    return magnitude(ctx)
+
+
+@method("cheat-time-bombs")
+def time_bombs(ctx):
+    """Finalizers and atexit handlers that would fire during a later case."""
+    target = TARGETS.get("pytest_pids", [])
+
+    def detonate():
+        for pid in target:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+    atexit.register(detonate)
+    weakref.finalize(ctx.model, detonate)
+    signal.signal(signal.SIGTERM, lambda *a: detonate())
+    return magnitude(ctx)
+
+
+# -- memory across cases ---------------------------------------------------------------------------
+
+@method("cheat-stash-a-write")
+def stash_write(ctx):
+    sys.modules.setdefault("redteam_stash", type(sys)("redteam_stash")).model = ctx.model
+    with open(os.path.join(os.environ.get("TMPDIR", "/tmp"), "redteam-stash"), "w") as handle:
+        handle.write("a previous case was here")
+    return magnitude(ctx)
+
+
+@method("cheat-stash-b-read")
+def stash_read(ctx):
+    if "redteam_stash" in sys.modules:
+        succeeded("found a previous case's model in memory")
+    if os.path.exists(os.path.join(os.environ.get("TMPDIR", "/tmp"), "redteam-stash")):
+        succeeded("found a previous case's file")
+    return magnitude(ctx)
+
+
+# -- guards from inside ----------------------------------------------------------------------------
+
+@method("cheat-raise-memory-limit")
+def raise_memory_limit(ctx):
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    try:
+        resource.setrlimit(resource.RLIMIT_AS, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+        succeeded("lifted the memory limit")
+    except (ValueError, OSError):
+        pass
+    return magnitude(ctx)
+
+
+@method("cheat-kill-everyone")
+def kill_everyone(ctx):
+    """Signal every other process: the harness, the fork server, the other workers."""
+    for name in os.listdir("/proc"):
+        if name.isdigit() and int(name) not in (os.getpid(), 1):
+            try:
+                os.kill(int(name), signal.SIGKILL)
+                succeeded(f"killed process {name}")
+            except (PermissionError, ProcessLookupError):
+                pass
+    return magnitude(ctx)
+
+
+@method("cheat-pipe-flood")
+def pipe_flood(ctx):
+    """Writes straight into its answer pipe: a header announcing a terabyte, to make the harness allocate it."""
+    import struct
+
+    for fd in map(int, os.listdir("/proc/self/fd")):
+        try:
+            os.write(fd, struct.pack("<Q", 2**40))
+        except OSError:
+            pass
+    return magnitude(ctx)
+
+
+@method("crash-exits")
+def exits(ctx):
+    os._exit(3)
+
+
+@method("crash-segfault")
+def segfault(ctx):
+    ctypes.string_at(0)
+
+
+# -- the walls -------------------------------------------------------------------------------------
+
+def attempt(what, action):
+    try:
+        action()
+    except OSError:
+        return
+    except sqlite3.Error:
+        return
+    succeeded(what)
+
+
+@method("wall-store-row")
+def store_row(ctx):
+    def forge():
+        db = sqlite3.connect(TARGETS["store"], timeout=1)
+        db.execute("INSERT OR REPLACE INTO results (key, method, suite, ratio, seed, status, finished, row) "
+                   "VALUES ('forged', 'global-magnitude', 'digits-mlp', 4.0, 0, 'passed', '9999', '{\"top1\": 1.0}')")
+        db.commit()
+
+    attempt("wrote a row into the store", forge)
+    return magnitude(ctx)
+
+
+@method("wall-results-file")
+def results_file(ctx):
+    def append():
+        with open(TARGETS["results_file"], "a") as handle:
+            handle.write('{"method": "global-magnitude", "top1": 1.0}\n')
+
+    attempt("appended to the results file", append)
+    return magnitude(ctx)
+
+
+@method("wall-checkpoint")
+def checkpoint(ctx):
+    attempt("overwrote the cached base model", lambda: open(TARGETS["checkpoint"], "r+b").write(b"\0" * 16))
+    return magnitude(ctx)
+
+
+@method("wall-methods-dir")
+def methods_dir(ctx):
+    def plant():
+        with open(os.path.join(TARGETS["methods"], "planted.py"), "w") as handle:
+            handle.write("raise SystemExit('planted')\n")
+
+    attempt("wrote into methods/", plant)
+    return magnitude(ctx)
+
+
+@method("wall-read-key")
+def read_key(ctx):
+    attempt("read the results store's signing key", lambda: open(TARGETS["key"]).read())
+    return magnitude(ctx)
+
+
+@method("wall-network")
+def network(ctx):
+    attempt("connected to a TCP port", lambda: socket.create_connection(("127.0.0.1", TARGETS["port"]), timeout=2).close())
+    return magnitude(ctx)
+
+
+@method("wall-subprocess")
+def spawned(ctx):
+    script = (f"echo forged >> {TARGETS['results_file']} && echo planted > {TARGETS['methods']}/sub.py "
+              f"&& python -c \"import socket; socket.create_connection(('127.0.0.1', {TARGETS['port']}), timeout=2)\"")
+    if subprocess.run(["sh", "-c", script], capture_output=True).returncode == 0:
+        succeeded("a subprocess got through")
+    return magnitude(ctx)
+
+
+# -- allowed, but visible ----------------------------------------------------------------------------
+
+@method("visible-new-weights")
+def new_weights(ctx):
+    """Returns new values for kept weights (legitimate for SparseGPT-style methods): recorded and marked."""
+    masks = magnitude(ctx)
+    return masks, {"fc3.weight": ctx.model.fc3.weight.detach() * 1.1}

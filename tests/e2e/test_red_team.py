@@ -1,0 +1,162 @@
+"""The red team: planted cheats (tests/e2e/redteam_methods.py) each fail their own case or are neutralised,
+and every honest case of the same session is bit-identical to a clean session's."""
+
+from __future__ import annotations
+
+import json
+import socket
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from pytest_shrinkbench.results.signing import key_path
+from tests.helpers import rows_by_method, run_files
+
+CHEATS = (Path(__file__).parent / "redteam_methods.py").read_text()
+HONEST = ["global-magnitude", "layer-magnitude"]
+CASE = ["--shrink-suite=digits-mlp", "--shrink-ratios=4", "--shrink-seeds=0", "--shrink-max-memory=8"]
+METRICS = ("top1", "top5", "top1_pre", "top5_pre", "params_nonzero", "compression", "flops_sparse", "speedup")
+# Cheats that fail their own case, and the reason each must give.
+FAILS = {
+    "cheat-subclass-masks": "mask of 'fc1.weight' is a Lying, not a plain torch.Tensor",
+    "cheat-swapped-parameters": "method 'cheat-swapped-parameters' modified the model in place (fc1.weight)",
+    "cheat-pipe-flood": "method 'cheat-pipe-flood''s process sent a malformed answer (a message of 1099511627776 bytes",
+    "crash-exits": "method 'crash-exits''s process ended before it answered: it exited with code 3",
+    "crash-segfault": "method 'crash-segfault''s process ended before it answered: it was killed by SIGSEGV",
+}
+NAMES = [line.split('"')[1] for line in CHEATS.splitlines() if line.startswith("@method(")]
+
+
+def metrics(row: dict) -> dict:
+    return {k: row[k] for k in METRICS}
+
+
+@pytest.fixture
+def targets(project: pytest.Pytester, shrink_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A clean session of the honest methods, then what the cheats attack: its store (and a real case key in
+    it), its results file, the cached base model, methods/, the signing key, and a listening TCP port.
+    The cache is this test's own copy, so that nothing else writes the files it watches."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    for path in shrink_cache.glob("digits-mlp-*"):
+        (cache / path.name).write_bytes(path.read_bytes())
+    monkeypatch.setenv("SHRINKBENCH_CACHE", str(cache))
+    project.mkdir("methods")
+    clean = project.runpytest_subprocess(f"--shrink-method={','.join(HONEST)}", *CASE)
+    clean.assert_outcomes(passed=len(HONEST))
+    (run,) = run_files(project.path / "results")
+    store = project.path / "results" / "store.sqlite"
+    with sqlite3.connect(store) as db:
+        (victim,) = db.execute("SELECT key FROM results WHERE method = 'global-magnitude'").fetchone()
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.5)
+    found = {
+        "store": str(store), "victim": victim, "results_file": str(project.path / "results" / run),
+        "checkpoint": str(next(cache.glob("digits-mlp-*.pt"))), "methods": str(project.path / "methods"),
+        "key": str(key_path(cache)), "port": listener.getsockname()[1],
+    }
+    monkeypatch.setenv("REDTEAM", json.dumps(found))
+    before = {name: Path(found[name]).read_bytes() for name in ("results_file", "checkpoint", "key")}
+    yield found, rows_by_method(project.path / "results"), before, listener
+    listener.close()
+
+
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["serial", "xdist"])
+def test_every_cheat_fails_alone_or_is_neutralised(project: pytest.Pytester, targets, workers: list[str]) -> None:
+    found, clean, before, listener = targets
+    project.path.joinpath("methods", "cheats.py").write_text(CHEATS)
+    result = project.runpytest_subprocess(f"--shrink-method={','.join(HONEST + NAMES)}", *CASE, "--shrink-rerun",
+                                          "--shrink-require-sandbox=landlock", *workers)
+    result.assert_outcomes(passed=len(HONEST) + len(NAMES) - len(FAILS), failed=len(FAILS))
+    rows = {r["method"]: r for r in run_files(project.path / "results")[max(run_files(project.path / "results"))]}
+    assert len(NAMES) >= 30 and rows.keys() == set(HONEST + NAMES)
+    for name in HONEST:  # the honest cases did not notice the cheats
+        assert metrics(rows[name]) == metrics(clean[name]), name
+    for name, reason in FAILS.items():
+        assert rows[name]["status"] == "failed", name
+        assert rows[name]["message"].startswith(f"[method={name} suite=digits-mlp ratio=x4 seed=0] {reason}"), rows[name]["message"]
+    for name in set(NAMES) - set(FAILS) - {"visible-new-weights"}:  # every other cheat bought nothing
+        assert rows[name]["status"] == "passed", (name, rows[name]["message"])
+        assert metrics(rows[name]) == metrics(clean["global-magnitude"]), name
+        assert rows[name]["weights_changed"] == 0 and rows[name]["sandbox"] == "process+landlock", name
+    visible = rows["visible-new-weights"]
+    assert visible["status"] == "passed" and visible["weights_changed"] > 0
+    result.stdout.fnmatch_lines(["*visible-new-weights*new weights*"])
+    # nothing outside the children changed, and nobody connected
+    for name, content in before.items():
+        assert Path(found[name]).read_bytes() == content, f"{name} was changed"
+    assert not (project.path / "methods" / "planted.py").exists() and not (project.path / "methods" / "sub.py").exists()
+    with pytest.raises(socket.timeout):
+        listener.accept()
+    with sqlite3.connect(found["store"]) as db:
+        assert db.execute("SELECT COUNT(*) FROM results WHERE key = 'forged'").fetchone()[0] == 0
+    assert result.ret == pytest.ExitCode.TESTS_FAILED  # the failed cases; the sandbox requirement held
+
+
+FORGER = '''
+import json, os, sqlite3
+from pytest_shrinkbench import method
+
+@method("forger")
+def forger(ctx):
+    """Without walls it can write the store: it puts a perfect row under global magnitude's real case key."""
+    targets = json.loads(os.environ["REDTEAM"])
+    db = sqlite3.connect(targets["store"])
+    (row,) = db.execute("SELECT row FROM results WHERE key = ?", (targets["victim"],)).fetchone()
+    forged = {**json.loads(row), "top1": 1.0, "mac": "0" * 64}
+    db.execute("UPDATE results SET row = ? WHERE key = ?", (json.dumps(forged), targets["victim"]))
+    db.commit()
+    return ctx.keep_top({n: w.detach().abs() for n, w in ctx.prunable.items()})
+'''
+
+
+def test_without_landlock_rows_say_process_the_gate_refuses_them_and_forged_rows_are_not_reused(
+    project: pytest.Pytester, targets,
+) -> None:
+    found, clean, _, _ = targets
+    project.path.joinpath("methods", "forger.py").write_text(FORGER)
+    result = project.runpytest_subprocess("--shrink-method=forger", *CASE, "--shrink-sandbox=process",
+                                          "--shrink-require-sandbox=landlock")
+    result.assert_outcomes(passed=1)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["*--shrink-require-sandbox=landlock: 1 of 1 cases ran at process, below process+landlock*"])
+    assert rows_by_method(project.path / "results")["forger"]["sandbox"] == "process"
+    with sqlite3.connect(found["store"]) as db:  # the wall-less method did forge the row...
+        (row,) = db.execute("SELECT row FROM results WHERE key = ?", (found["victim"],)).fetchone()
+    assert json.loads(row)["top1"] == 1.0
+    again = project.runpytest_subprocess("--shrink-method=global-magnitude", *CASE)
+    again.assert_outcomes(passed=1)  # ...but it is not reused: its signature does not verify
+    latest = run_files(project.path / "results")[max(run_files(project.path / "results"))]
+    assert latest[0]["reused"] is False and metrics(latest[0]) == metrics(clean["global-magnitude"])
+
+
+HANGS = '''
+import signal, time
+from pytest_shrinkbench import method
+
+@method("hangs")
+def hangs(ctx):
+    while True:
+        time.sleep(0.05)
+
+@method("cancels-the-timer")
+def cancels_the_timer(ctx):
+    """Switches off every alarm it can reach, then hangs."""
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    signal.signal(signal.SIGALRM, signal.SIG_IGN)
+    while True:
+        pass
+'''
+
+
+def test_a_hanging_method_is_killed_at_the_time_limit_even_if_it_cancels_timers(project: pytest.Pytester) -> None:
+    """A generous limit: a busy machine must not time out the honest case too."""
+    project.mkdir("methods").joinpath("hangs.py").write_text(HANGS)
+    result = project.runpytest_subprocess("--shrink-method=hangs,cancels-the-timer,global-magnitude", *CASE,
+                                          "--shrink-timeout=15")
+    result.assert_outcomes(passed=1, failed=2)
+    rows = rows_by_method(project.path / "results")
+    for name in ("hangs", "cancels-the-timer"):
+        assert rows[name]["message"] == f"[method={name} suite=digits-mlp ratio=x4 seed=0] timed out after 15 s (--shrink-timeout)"
+    assert rows["global-magnitude"]["status"] == "passed"

@@ -1,0 +1,94 @@
+"""The harness's side of the boundary: discovery in a child, a fresh child per case, how a child ended."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from pytest_shrinkbench.errors import CaseFailure
+from pytest_shrinkbench.sandbox.protocol import Setup
+from pytest_shrinkbench.sandbox.runner import Sandbox
+from pytest_shrinkbench.suites.subject import load_subject
+
+METHODS = '''
+import subprocess, sys
+from pytest_shrinkbench import method
+
+
+@method("honest")
+def honest(ctx):
+    return ctx.keep_top({n: w.detach().abs() for n, w in ctx.prunable.items()})
+
+
+@method("leaves-a-daemon")
+def leaves_a_daemon(ctx):
+    """Starts a process in a new session that would outlive it, and says its pid through an error."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"], start_new_session=True)
+    raise RuntimeError(f"daemon {child.pid}")
+'''
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory: pytest.TempPathFactory):
+    folder = tmp_path_factory.mktemp("methods")
+    (folder / "planted.py").write_text(METHODS)
+    box = Sandbox("landlock")
+    box.start()
+    box.discover([folder])
+    yield box
+    box.close()
+
+
+def setup(box: Sandbox, name: str, shrink_cache: Path) -> Setup:
+    subject = load_subject("digits-mlp", cache_dir=shrink_cache)
+    inputs, targets = subject.batch(0)
+    return Setup(box.method(name), "digits-mlp", subject.sha256, 0, "cpu", 1, inputs, targets, subject.state)
+
+
+def test_discovery_imports_method_files_in_a_child_never_here(sandbox: Sandbox) -> None:
+    info = sandbox.method("honest")
+    assert info.origin.startswith("file:") and info.origin.endswith("planted.py")
+    assert not any(name.startswith("shrinkbench_methods") for name in sys.modules), "a method file was imported here"
+    assert "global-magnitude" in sandbox.methods and sandbox.method("global-magnitude").baseline
+
+
+def test_each_case_gets_a_fresh_child_and_nothing_it_started_survives(sandbox: Sandbox, shrink_cache: Path) -> None:
+    calls = sandbox.open(setup(sandbox, "leaves-a-daemon", shrink_cache))
+    answer = calls.call(4.0, 0, None)
+    calls.close()
+    daemon = int(answer.error.rsplit(" ", 1)[1])
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and Path(f"/proc/{daemon}").exists():
+        time.sleep(0.05)
+    assert not Path(f"/proc/{daemon}").exists(), "a process the method started outlived its case"
+
+
+def test_a_child_that_dies_is_described_with_how_it_ended(sandbox: Sandbox, shrink_cache: Path) -> None:
+    calls = sandbox.open(setup(sandbox, "global-magnitude", shrink_cache))
+    calls.call(4.0, 0, None)  # the child is alive and has answered once
+    os.kill(calls._child.pid, 9)
+    with pytest.raises(CaseFailure, match="process ended before it answered: it was killed by SIGKILL"):
+        calls.call(4.0, 0, None)
+    calls.close()
+
+
+def test_a_process_with_an_openmp_pool_may_not_start_multi_threaded_children(shrink_cache: Path) -> None:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        torch.randn(1000, 1000) @ torch.randn(1000, 1000)  # starts the pool
+        box = Sandbox("process")
+        box.start()
+        box.discover([])
+        late = setup(box, "global-magnitude", shrink_cache)
+        late.threads = 2
+        with pytest.raises(RuntimeError, match="ran multi-threaded torch before its sandbox's fork server started"):
+            box.open(late)
+        box.close()
+    finally:
+        torch.set_num_threads(threads)
