@@ -51,6 +51,7 @@ class ShrinkConfig:
     latency_batch: int | None = None  # --shrink-latency: inputs per timed forward pass; None: no timing
     sandbox: str = "landlock"  # where method code runs: landlock, process or in-process
     require_sandbox: str | None = None  # gate: the least confinement every row must have
+    progress_seconds: float = 20.0  # --shrink-progress: seconds between progress lines (0: none)
 
     def cases(self) -> list[CaseSpec]:
         """The cases this session runs: all of them, or its shard's slice (the same on every process and machine)."""
@@ -78,10 +79,26 @@ CONFIG_KEY = pytest.StashKey[ShrinkConfig]()
 SANDBOX_KEY = pytest.StashKey["Sandbox"]()
 
 
-def select(spec: str, known: Mapping[str, Any]) -> list[str]:
+METHOD_ENTRY_POINTS = "pytest_shrinkbench.methods"  # the entry-point group installed packages list method modules under
+
+
+def method_folders(config: pytest.Config) -> list[Path]:
+    """Where a session looks for method files: ``methods/`` under the rootdir, then the ini's ``shrink_method_dirs``."""
+    return [config.rootpath / "methods", *(Path(p) for p in config.getini("shrink_method_dirs"))]
+
+
+def searched(config: pytest.Config) -> str:
+    """Where methods were looked for, for a user whose method is missing (often: pytest ran from another folder)."""
+    folders = ", ".join(f"{f}/*.py" + ("" if f.is_dir() else " (no such folder)") for f in method_folders(config))
+    return (f"methods are looked for in {folders}, in conftest.py files, and in installed packages' "
+            f"{METHOD_ENTRY_POINTS!r} entry points; the rootdir is {config.rootpath}")
+
+
+def select(spec: str, known: Mapping[str, Any], where: str = "") -> list[str]:
     """Names chosen by ``--shrink-method``: a comma list, ``all`` or ``baselines`` (mixable), sorted.
 
-    ``known`` maps each method name to its description (anything with a ``baseline`` attribute).
+    ``known`` maps each method name to its description (anything with a ``baseline`` attribute); ``where``
+    says where they were looked for, for an unknown name's message.
     """
     chosen: set[str] = set()
     for word in (w.strip() for w in spec.split(",")):
@@ -93,7 +110,7 @@ def select(spec: str, known: Mapping[str, Any]) -> list[str]:
             if word not in known:
                 close = difflib.get_close_matches(word, list(known), n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
-                raise ValueError(f"unknown method {word!r}{hint} (known: {', '.join(sorted(known)) or 'none'})")
+                raise ValueError(f"unknown method {word!r}{hint} (known: {', '.join(sorted(known)) or 'none'})" + (f"; {where}" if where else ""))
             chosen.add(word)
     if not chosen:
         raise ValueError(f"no method selected by {spec!r} (known: {', '.join(sorted(known)) or 'none'})")
@@ -103,8 +120,11 @@ def select(spec: str, known: Mapping[str, Any]) -> list[str]:
 def parse(config: pytest.Config, known_methods: Mapping[str, Any]) -> ShrinkConfig:
     """Validate every shrinkbench setting; ``known_methods`` are the methods discovered for this session."""
     root = config.rootpath
+    missing = [str(f) for f in method_folders(config)[1:] if not f.is_dir()]
+    if missing:  # a typo there would silently lose methods
+        raise pytest.UsageError(f"shrinkbench: shrink_method_dirs: no such folder {', '.join(missing)}")
     try:
-        chosen = select(config.getoption("shrink_method"), known_methods)
+        chosen = select(config.getoption("shrink_method"), known_methods, searched(config))
     except ValueError as exc:
         raise pytest.UsageError(f"shrinkbench: --shrink-method: {exc}") from None
     subjects = read_subjects(config)
@@ -147,6 +167,7 @@ def parse(config: pytest.Config, known_methods: Mapping[str, Any]) -> ShrinkConf
         latency_batch=value(config, "shrink_latency_batch") if latency else None,
         sandbox=sandbox,
         require_sandbox=value(config, "shrink_require_sandbox"),
+        progress_seconds=value(config, "shrink_progress"),
     )
 
 

@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from ..results import formats, gate
+from ..results import failures, formats, gate
 from ..results import report as reports
 from ..results.files import ResultsFile
 from ..results.gate import confinement
-from ..results.leaderboard import aggregate, render, render_summary, summarize
+from ..results.leaderboard import aggregate, footnotes, render, render_summary, summarize
 from ..results.schema import LEVEL_IN_PROCESS, make_row
 from ..results.signing import sign
 from ..results.store import ResultsStore
@@ -89,7 +89,10 @@ class Recorder:
             self.messages.append((f"shrinkbench: baseline of {len(document['entries'])} entries written to {self.config.save_baseline}", {}))
         if self.config.report_dir is not None and self.file.rows:
             written = formats.write(reports.build(self.file.rows, merge=False), self.config.report_dir)
-            self.messages.append((f"shrinkbench: report ({', '.join(sorted(written))}) written to {self.config.report_dir}", {}))
+            tables = sorted(name for name in written if not name.endswith((".png", ".pdf", ".svg")))
+            figures = sum(name.endswith(".png") for name in written)
+            self.messages.append((f"shrinkbench: report written to {self.config.report_dir}: {', '.join(tables)}"
+                                  + (f", and {figures} figures as PDF, SVG and 300-dpi PNG" if figures else ""), {}))
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
         entries = aggregate(self.file.rows)
@@ -97,8 +100,16 @@ class Recorder:
         for suite, table in render(entries).items():
             terminalreporter.write_sep("=", f"shrinkbench leaderboard: {suite}")
             terminalreporter.write_line(table)
+            for note in footnotes([e for e in entries if e.suite == suite]):
+                terminalreporter.write_line(note)
             terminalreporter.write_line("")
             terminalreporter.write_line(summaries[suite])
+            failed = failures.failure_lines(self.file.rows, suite)
+            if failed:
+                terminalreporter.write_line("")
+                terminalreporter.write_line("failed cases, by reason:")
+                for line in failed:
+                    terminalreporter.write_line(line, red=True)
         reused = sum(1 for r in self.file.rows if r.get("reused"))
         terminalreporter.write_line(f"shrinkbench: {len(self.file.rows)} results written to {self.file.path}")
         if self.store is not None:
@@ -115,6 +126,8 @@ class Recorder:
             terminalreporter.write_line(line, red=True, bold=True)
         for line, markup in self.messages:
             terminalreporter.write_line(line, **markup)
+        for line in failures.skip_lines(self.file.rows):  # shown without -rs: a skipped suite is easy to miss
+            terminalreporter.write_line(line, yellow=True)
 
     def pytest_unconfigure(self) -> None:
         self.file.close()

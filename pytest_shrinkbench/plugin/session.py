@@ -22,7 +22,8 @@ from ..sandbox.runner import Sandbox
 from ..suites import user as user_suites
 from ..suites.subject import default_cache_dir
 from . import devices
-from .config import CONFIG_KEY, SANDBOX_KEY, ShrinkConfig, parse
+from . import terminal
+from .config import CONFIG_KEY, SANDBOX_KEY, ShrinkConfig, method_folders, parse
 from .recorder import Recorder
 from .settings import under, value
 from .wire import row_of
@@ -57,6 +58,7 @@ def start(config: pytest.Config) -> None:
         config.args = _benchmark_paths(config)
     torch.set_num_threads(shrink.threads)
     config.pluginmanager.register(Benchmark(shrink, sandbox), "shrinkbench-benchmark")
+    terminal.register(config, shrink, worker=is_worker(config))
     if not is_worker(config):
         _warn_once(config, sandbox)
         config.pluginmanager.register(Recorder(shrink, load_key(key_path(shrink.cache_dir or default_cache_dir()))),
@@ -74,7 +76,7 @@ def _start_sandbox(config: pytest.Config) -> Sandbox:
     if is_worker(config):
         sandbox.receive(config.workerinput[CATALOGUE_KEY])
     else:
-        sandbox.discover([config.rootpath / "methods", *config.getini("shrink_method_dirs")])
+        sandbox.discover(method_folders(config))
     return sandbox
 
 
@@ -126,11 +128,13 @@ class Benchmark:
             ids = [f"dense-{suite}" + (f"-{tag}" if tag else "") for suite, tag in references]
             metafunc.parametrize("shrink_reference", references, ids=ids, indirect=True)
 
-    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+    def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
         """The dense latency references run first, as every case's measured speedup divides by them; without
-        --shrink-latency they are not run at all."""
+        --shrink-latency they are deselected (pytest counts them as such)."""
         references = [item for item in items if "shrink_reference" in getattr(item, "fixturenames", ())]
         others = [item for item in items if "shrink_reference" not in getattr(item, "fixturenames", ())]
+        if references and not self.config.latency_batch:
+            config.hook.pytest_deselected(items=references)
         items[:] = (references if self.config.latency_batch else []) + others
 
     def pytest_report_teststatus(self, report: pytest.TestReport) -> tuple[str, str, Any] | None:

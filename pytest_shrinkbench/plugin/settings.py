@@ -152,6 +152,8 @@ SETTINGS: tuple[Setting, ...] = (
             "and of each case's physically shrunk model; cases are run, not reused; no -n", default="false", kind="flag"),
     Setting("shrink_latency_batch", "--shrink-latency-batch", "test inputs per timed forward pass with --shrink-latency",
             default="64", parse=_one(int, 1)),
+    Setting("shrink_progress", "--shrink-progress", "seconds between progress lines (per suite: cases done / total; "
+            "elapsed; estimated time left); 0: none; -q shows none", default="20", parse=_one(float, 0)),
     Setting("shrink_method_dirs", None, "more folders whose *.py files hold methods (methods/ under the rootdir is "
             "always searched)", kind="paths"),
 )

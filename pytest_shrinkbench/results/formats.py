@@ -12,9 +12,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable
 
-from . import leaderboard
+from . import failures, leaderboard
 from .leaderboard import Entry, Summary, mean, std
-from .plots import plot
+from .plots import FORMATS as FIGURE_FORMATS
+from .plots import render as render_figure
 from .report import Report
 
 FORMATS = ("md", "csv", "json", "html")
@@ -124,25 +125,48 @@ def _ratio_range(report: Report, suite: str) -> str:
     return f"x{ratios[0]:g}–x{ratios[-1]:g}" if ratios else ""
 
 
-def to_markdown(report: Report) -> str:
-    out = [f"# {report.title}", ""]
-    out += [
-        "Top-1 after fine-tuning, mean ± sample std over seeds; methods ranked per ratio (`*1` = best, equal means share a rank). "
-        "A method with a failed case is shown `FAILED k/n` and never ranked. The summary is the area under top-1 vs "
-        "log2(compression ratio) divided by the log2 range: the average top-1 over the compression range, per seed.",
-        "",
-    ]
+INTRO = ("Top-1 after fine-tuning, mean ± sample std over seeds; methods ranked per ratio (*1 = best, equal means share "
+         "a rank; 'tied' where every method has the same mean, as at x1, where all are the unpruned model). A method "
+         "with a failed case is shown FAILED k/n and never ranked; the failed cases are listed with their reasons. "
+         "The summary is the area under top-1 vs log2(compression ratio) divided by the log2 range: the average "
+         "top-1 over the compression range, per seed.")
+FAILURE_HEADERS = ["method", "cases", "reason"]
+SKIP_HEADERS = ["cases", "reason"]
+
+
+def failure_rows(report: Report, suite: str) -> list[list[str]]:
+    """The suite's failed cases grouped by method and reason: one table row per distinct reason."""
+    return [[g.method, f"{len(g.cases)}: {g.where}", g.reason] for g in failures.group(report.rows) if g.suite == suite]
+
+
+def skip_rows(report: Report, suite: str) -> list[list[str]]:
+    return [[f"{len(g.cases)}", g.reason] for g in failures.group(report.rows, "skipped", by_method=False) if g.suite == suite]
+
+
+def figure_names(suite: str) -> dict[str, dict[str, str]]:
+    """File names of a suite's figures, by axis and format."""
+    return {axis: {fmt: f"{suite}-top1-vs-{axis}.{fmt}" for fmt in FIGURE_FORMATS} for axis in ("compression", "speedup")}
+
+
+def to_markdown(report: Report, figures: bool = False) -> str:
+    """The report as Markdown; with ``figures``, each suite links its figure files (written beside it)."""
+    out = [f"# {report.title}", "", INTRO, ""]
     out += [f"> note: {n}" for n in report.notes]
     if report.notes:
         out.append("")
     for suite in report.suites:
         out += [f"## {suite}", "", _setup_line(report, suite), ""]
+        if figures:
+            for axis, names in figure_names(suite).items():
+                out += [f"![{suite}: top-1 vs {axis}]({names['png']}) ([PDF]({names['pdf']}), [SVG]({names['svg']}))", ""]
         out += [f"### Summary ({_ratio_range(report, suite)})", "", md_table(SUMMARY_HEADERS, summary_rows(report, suite)), ""]
-        out += ["### Leaderboard", "", md_table(*leaderboard.table(report.entries_of(suite))), ""]
-        failures = report.failed_rows(suite)
-        if failures:
-            out += ["### Failed cases", "", md_table(["method", "ratio", "seed", "message"],
-                                                    [[r["method"], f"x{float(r['ratio']):g}", r["seed"], r.get("message") or ""] for r in failures]), ""]
+        entries = report.entries_of(suite)
+        out += ["### Leaderboard", "", md_table(*leaderboard.table(entries)), ""]
+        out += [f"{note}  " for note in leaderboard.footnotes(entries)] + ([""] if leaderboard.footnotes(entries) else [])
+        if failure_rows(report, suite):
+            out += ["### Failed cases", "", md_table(FAILURE_HEADERS, failure_rows(report, suite)), ""]
+        if skip_rows(report, suite):
+            out += ["### Skipped cases", "", md_table(SKIP_HEADERS, skip_rows(report, suite)), ""]
     return "\n".join(out)
 
 
@@ -155,7 +179,8 @@ th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
 th { background: #f2f2f2; } td.l, th.l { text-align: left; }
 tr.failed td { background: #fde8e8; } tr.best td { font-weight: bold; }
 .note { background: #fff6d6; padding: 0.4em 0.8em; border-left: 4px solid #e0b400; }
-.plots { display: flex; flex-wrap: wrap; gap: 1em; } .plots img { max-width: 100%; border: 1px solid #ddd; }
+.plots { display: flex; flex-wrap: wrap; gap: 1em; } .plots figure { margin: 0; } .plots img { max-width: 100%; border: 1px solid #ddd; }
+.footnote { color: #555; font-size: 0.85em; margin-top: -1em; }
 .setup { color: #555; font-size: 0.9em; }
 """
 
@@ -170,19 +195,22 @@ def _html_table(headers: list[str], rows: list[list[Any]], statuses: list[str], 
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
-def to_html(report: Report, pngs: dict[str, dict[str, bytes]]) -> str:
-    """A single self-contained page: tables, and the plots embedded as base64 PNGs."""
+def to_html(report: Report, svgs: dict[str, dict[str, bytes]]) -> str:
+    """A single self-contained page: tables, and the figures embedded as SVG (vector: sharp at any zoom, and a
+    quarter of the 300-dpi PNG's size), each linked to its files."""
     out = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(report.title)}</title>",
-           f"<style>{CSS}</style></head><body><h1>{html.escape(report.title)}</h1>",
-           "<p>Top-1 after fine-tuning, mean ± sample std over seeds; ranked per ratio (*1 = best). A method with a failed "
-           "case is shown FAILED and never ranked. Summary: area under top-1 vs log2(compression), divided by the log2 range.</p>"]
+           f"<style>{CSS}</style></head><body><h1>{html.escape(report.title)}</h1>", f"<p>{html.escape(INTRO)}</p>"]
     out += [f"<p class='note'>note: {html.escape(n)}</p>" for n in report.notes]
     for suite in report.suites:
         out.append(f"<h2>{html.escape(suite)}</h2><p class='setup'>{html.escape(_setup_line(report, suite))}</p>")
         out.append("<div class='plots'>")
-        for axis, image in pngs.get(suite, {}).items():
+        for axis, image in svgs.get(suite, {}).items():
             encoded = base64.b64encode(image).decode("ascii")
-            out.append(f"<img alt='{html.escape(suite)}: top-1 vs {axis}' src='data:image/png;base64,{encoded}'>")
+            names = figure_names(suite)[axis]
+            out.append(f"<figure><img alt='{html.escape(suite)}: top-1 vs {axis}' src='data:image/svg+xml;base64,{encoded}'>"
+                       f"<figcaption><a href='{html.escape(names['pdf'])}'>PDF</a> · <a href='{html.escape(names['svg'])}'>SVG</a> · "
+                       f"<a href='{html.escape(names['png'])}'>PNG</a>"
+                       "</figcaption></figure>")
         out.append("</div>")
         summaries = report.summaries_of(suite)
         out.append(f"<h3>Summary ({html.escape(_ratio_range(report, suite))})</h3>")
@@ -190,11 +218,15 @@ def to_html(report: Report, pngs: dict[str, dict[str, bytes]]) -> str:
         entries = report.entries_of(suite)
         out.append("<h3>Leaderboard</h3>")
         out.append(_html_table(*leaderboard.table(entries), [e.status for e in entries], 2))
-        failures = report.failed_rows(suite)
-        if failures:
+        out += [f"<p class='footnote'>{html.escape(note)}</p>" for note in leaderboard.footnotes(entries)]
+        failed = failure_rows(report, suite)
+        if failed:
             out.append("<h3>Failed cases</h3>")
-            rows = [[r["method"], f"x{float(r['ratio']):g}", r["seed"], r.get("message") or ""] for r in failures]
-            out.append(_html_table(["method", "ratio", "seed", "message"], rows, ["FAILED"] * len(rows), 4))
+            out.append(_html_table(FAILURE_HEADERS, failed, ["FAILED"] * len(failed), 3))
+        skipped = skip_rows(report, suite)
+        if skipped:
+            out.append("<h3>Skipped cases</h3>")
+            out.append(_html_table(SKIP_HEADERS, skipped, [""] * len(skipped), 2))
     if report.sources:
         out.append("<h2>Sources</h2><ul>" + "".join(f"<li>{html.escape(s)}</li>" for s in report.sources) + "</ul>")
     out.append("</body></html>")
@@ -205,7 +237,8 @@ def write(report: Report, folder: Path, formats: Iterable[str] = FORMATS, plots:
     """Write the report's files into ``folder``; return them by name.
 
     ``leaderboard.md``, ``leaderboard.csv`` (+ ``summary.csv``), ``leaderboard.json``,
-    ``leaderboard.html`` (self-contained) and ``<suite>-top1-vs-{compression,speedup}.png``.
+    ``leaderboard.html`` (self-contained) and each suite's figures ``<suite>-top1-vs-{compression,speedup}``
+    as ``.png`` (300 dpi), ``.pdf`` and ``.svg``.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -223,19 +256,21 @@ def write(report: Report, folder: Path, formats: Iterable[str] = FORMATS, plots:
             path.write_text(content, encoding="utf-8")
         written[name] = path
 
-    pngs: dict[str, dict[str, bytes]] = {}
+    svgs: dict[str, dict[str, bytes]] = {}
     if plots:
         for suite in report.suites:
-            pngs[suite] = {axis: plot(report, suite, axis) for axis in ("compression", "speedup")}
-            for axis, image in pngs[suite].items():
-                put(f"{suite}-top1-vs-{axis}.png", image)
+            for axis, names in figure_names(suite).items():
+                files = render_figure(report, suite, axis)
+                svgs.setdefault(suite, {})[axis] = files["svg"]
+                for fmt, content in files.items():
+                    put(names[fmt], content)
     if "md" in formats:
-        put("leaderboard.md", to_markdown(report) + "\n")
+        put("leaderboard.md", to_markdown(report, figures=plots) + "\n")
     if "csv" in formats:
         put("leaderboard.csv", to_csv(report))
         put("summary.csv", summary_csv(report))
     if "json" in formats:
         put("leaderboard.json", json.dumps(to_json(report), indent=1) + "\n")
     if "html" in formats:
-        put("leaderboard.html", to_html(report, pngs))
+        put("leaderboard.html", to_html(report, svgs))
     return written

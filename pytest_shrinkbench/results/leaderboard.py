@@ -30,6 +30,8 @@ class Entry:
     failed: int = 0
     skipped: int = 0
     rank: int | None = None  # None: not ranked (some seed failed, or nothing passed)
+    tied: bool = False  # every ranked method here has the same mean (x1: all are the unpruned model)
+    gradual: bool = False  # pruned in several calls: top-1 (pruned) is after the first, mild one
     new_weights: bool = False  # the method returned new values for kept weights (allowed, and shown)
     unverified: bool = False  # a case ran in the in-process debugging mode
 
@@ -45,9 +47,9 @@ class Entry:
 
     @property
     def status(self) -> str:
-        """``*1`` (best), a rank, ``FAILED k/n`` or ``skipped``, as the tables show it."""
+        """``*1`` (best), a rank, ``tied``, ``FAILED k/n`` or ``skipped``, as the tables show it."""
         if self.rank is not None:
-            return rank_label(self.rank)
+            return TIED if self.tied else rank_label(self.rank)
         if self.failed:
             return f"FAILED {self.failed}/{self.failed + self.n + self.skipped}"
         return "skipped"
@@ -58,6 +60,13 @@ class Entry:
         return self.failed == 0 and self.n > 0
 
 
+TIED = "tied"
+# Shown beside a gradual method's top-1 (pruned), with GRADUAL_NOTE under the table.
+GRADUAL_MARK = "†"
+GRADUAL_NOTE = (f"{GRADUAL_MARK} gradual method (pruned in several calls during fine-tuning): its top-1 (pruned) is "
+                "measured after the first, mild call, not at the final sparsity")
+
+
 def rank_label(rank: int) -> str:
     """How tables show a rank: the best is starred."""
     return "*1" if rank == 1 else str(rank)
@@ -66,12 +75,16 @@ def rank_label(rank: int) -> str:
 def _rank(group: list, scores: Callable[[Any], list[float]]) -> None:
     """Rank the rankable items of ``group`` by mean score, best first (ties broken by name for order only).
 
-    Equal means share a rank (1, 1, 3, ...): at x1 every method is the unpruned model.
+    Equal means share a rank (1, 1, 3, ...). When every ranked item ties (at x1 every method is the
+    unpruned model), none is the best: each is marked ``tied`` rather than starred.
     """
     ranked = sorted((item for item in group if item.rankable), key=lambda item: (-statistics.fmean(scores(item)), item.method))
     for position, item in enumerate(ranked, start=1):
         tied = position > 1 and statistics.fmean(scores(item)) == statistics.fmean(scores(ranked[position - 2]))
         item.rank = ranked[position - 2].rank if tied else position
+    if len(ranked) > 1 and all(item.rank == 1 for item in ranked):
+        for item in ranked:
+            item.tied = True
 
 
 def suite_label(suite: str, weights: str | None) -> str:
@@ -87,6 +100,7 @@ def aggregate(rows: Iterable[dict[str, Any]]) -> list[Entry]:
         suite = suite_label(row["suite"], row.get("weights"))
         key = (suite, float(row["ratio"]), row["method"])
         entry = entries.setdefault(key, Entry(suite, row["method"], float(row["ratio"])))
+        entry.gradual |= (row.get("prune_steps") or 1) > 1
         entry.new_weights |= bool(row.get("weights_changed"))
         entry.unverified |= row.get("sandbox") == LEVEL_IN_PROCESS
         if row["status"] == "passed":
@@ -119,6 +133,15 @@ def mean_std(values: list[float], digits: int = 3) -> str:
     return f"{statistics.fmean(values):.{digits}f} ± {std:.{digits}f}"
 
 
+def compression_text(values: list[float]) -> str:
+    """Achieved compression as a ratio to one decimal (31.99 reads ``x32.0``: it is checked to 0.5% of the
+    request); the spread over seeds only when it shows at that precision."""
+    if not values:
+        return "-"
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"x{statistics.fmean(values):.1f}" + (f" ± {spread:.1f}" if round(spread, 1) else "")
+
+
 def table(entries: list[Entry]) -> tuple[list[str], list[list[str]]]:
     """Headers and cells of one suite's leaderboard, as every output shows it. The measured speedup
     column (dense ÷ physically shrunk model's latency) appears only when some case was timed."""
@@ -127,10 +150,18 @@ def table(entries: list[Entry]) -> tuple[list[str], list[list[str]]]:
     headers += ["measured speedup"] if measured else []
     rows = []
     for e in entries:
-        cells = [f"x{e.ratio:g}", e.label, e.status, mean_std(e.top1), mean_std(e.top1_pre),
-                 mean_std(e.compression, 2), mean_std(e.speedup, 2)]
+        pruned = mean_std(e.top1_pre) + (f" {GRADUAL_MARK}" if e.gradual and e.top1_pre else "")
+        cells = [f"x{e.ratio:g}", e.label, e.status, mean_std(e.top1), pruned, compression_text(e.compression), mean_std(e.speedup, 2)]
         rows.append(cells + ([mean_std(e.speedup_measured, 2)] if measured else []) + [str(e.n)])
     return headers + ["seeds"], rows
+
+
+def footnotes(entries: list[Entry]) -> list[str]:
+    """What the marks in a leaderboard table mean (only those it uses)."""
+    notes = [GRADUAL_NOTE] if any(e.gradual and e.top1_pre for e in entries) else []
+    if any(e.tied for e in entries):
+        notes.append(f"{TIED}: every ranked method has the same mean top-1 at this ratio (at x1, all are the unpruned model): no best")
+    return notes
 
 
 def render(entries: list[Entry]) -> dict[str, str]:
@@ -173,6 +204,7 @@ class Summary:
     failed: int = 0
     missing: list[float] = field(default_factory=list)  # ratios of the suite with no passed case of this method
     rank: int | None = None
+    tied: bool = False  # every ranked method has the same area (e.g. only x1 was run)
 
     @property
     def n(self) -> int:
@@ -185,7 +217,7 @@ class Summary:
     @property
     def status(self) -> str:
         if self.rank is not None:
-            return rank_label(self.rank)
+            return TIED if self.tied else rank_label(self.rank)
         if self.failed:
             return f"FAILED ({self.failed} case{'s' if self.failed > 1 else ''})"
         if self.missing:

@@ -1,4 +1,13 @@
-"""The report's figures: top-1 vs compression and vs theoretical speedup, the two views of ShrinkBench's Figure 1."""
+"""The report's figures: top-1 vs compression and vs theoretical speedup, the two views of ShrinkBench's Figure 1,
+drawn to go into a paper as they are.
+
+Each figure is written as PDF and SVG (vector) and as a 300-dpi PNG (the HTML page embeds the PNG). The
+y axis is fitted to the data; when collapsed points (a random baseline at x32) stretch it, a second
+panel zooms on the top band, where the best methods differ: at every ratio, the three best. Methods that lie on top of each other
+stay distinguishable: each has its own colour, marker and line style, and its points are offset
+horizontally by a few percent (a constant factor per method on the log axis: the order of the points
+and the shape of each curve are unchanged).
+"""
 
 from __future__ import annotations
 
@@ -6,71 +15,128 @@ import io
 import math
 import struct
 from collections import defaultdict
+from typing import Any
 
 from .leaderboard import Entry, mean, std
 from .report import Report
 
-# Plot size: inches × dpi = pixels (tests check the PNG's header against these).
-PLOT_INCHES = (8.0, 5.0)
-PLOT_DPI = 100
-PLOT_PIXELS = (int(PLOT_INCHES[0] * PLOT_DPI), int(PLOT_INCHES[1] * PLOT_DPI))
-
-# -- plots ----------------------------------------------------------------------------------------
+FORMATS = ("png", "pdf", "svg")
+PLOT_INCHES = (7.0, 3.6)  # a full text width of a two-column paper
+PLOT_DPI = 300
+PLOT_PIXELS = (int(PLOT_INCHES[0] * PLOT_DPI), int(PLOT_INCHES[1] * PLOT_DPI))  # of the PNG (tests check it)
 
 MARKERS = "osD^vP*Xhp<>"
+LINESTYLES = ("-", "--", "-.", ":")
+DODGE_LOG2 = 0.03  # horizontal offset between neighbouring methods, in log2 units (about 2%)
+MAX_DODGE_LOG2 = 0.09  # the outermost method is never moved by more than about 6.5%
+PODIUM = 3  # the zoomed panel shows, at every ratio, at least this many of the best methods
+ZOOM_GAIN = 2.0  # ... and exists only if it magnifies the y axis at least this much
+
+Series = dict[str, list[tuple[float, float, float]]]  # method -> [(x, top-1 %, std %)], NaN: no passed case
 
 
-def plot(report: Report, suite: str, axis: str) -> bytes:
-    """PNG of top-1 after fine-tuning vs ``axis`` ("compression" or "speedup") for ``suite``: one line
-    per method (mean over seeds, ±1 std bars), log2 x axis; failed points are left out of the lines."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import (
-        Figure,  # no pyplot: no global backend state, no display needed
-    )
-    from matplotlib.ticker import FuncFormatter
+def series(report: Report, suite: str, axis: str) -> Series:
+    """Per method, its points on ``axis`` ("compression" or "speedup"): mean over seeds, sorted by x.
 
-    figure = Figure(figsize=PLOT_INCHES, dpi=PLOT_DPI)
-    FigureCanvasAgg(figure)
-    ax = figure.add_subplot(1, 1, 1)
+    A failed point is NaN, so the line breaks there instead of bridging the failure."""
     by_method: dict[str, list[Entry]] = defaultdict(list)
     for e in report.entries_of(suite):
         by_method[e.method].append(e)
-    colors = [f"C{i}" for i in range(10)]
-    ticks: set[float] = set()
-    for index, (method, entries) in enumerate(sorted(by_method.items())):
-        # A failed or empty point is NaN: the line breaks there instead of bridging the failure.
-        points = sorted(
-            (mean(getattr(e, axis)) or e.ratio, mean(e.top1) if e.rankable else math.nan, std(e.top1) if e.rankable else math.nan)
-            for e in entries
-        )
-        failed = sorted(e.ratio for e in entries if e.failed)
-        label = method + (f" (failed at {', '.join(f'x{r:g}' for r in failed)})" if failed else "")
-        if not any(e.rankable for e in entries):
-            ax.plot([], [], label=label + " (no passed case)", color=colors[index % 10])
-            continue
-        xs, ys, errs = zip(*points)
-        ticks.update(xs)
-        ax.errorbar(list(xs), [100 * y for y in ys], yerr=[100 * s for s in errs], label=label,
-                    color=colors[index % 10], marker=MARKERS[index % len(MARKERS)], markersize=5, linewidth=1.6,
-                    capsize=3, elinewidth=1.0, alpha=0.9)
-    ax.set_xscale("log", base=2)
-    if axis == "compression":
-        ax.set_xticks(sorted({e.ratio for e in report.entries_of(suite)}) or sorted(ticks))
+    return {
+        method: sorted((mean(getattr(e, axis)) or e.ratio,
+                        100 * mean(e.top1) if e.rankable else math.nan,
+                        100 * std(e.top1) if e.rankable else math.nan) for e in entries)
+        for method, entries in sorted(by_method.items())
+    }
+
+
+def y_ranges(entries: list[Entry]) -> tuple[tuple[float, float], tuple[float, float] | None]:
+    """The full y range of the data (mean ± std, in %), and the top band's range when zooming on it helps.
+
+    The top band reaches down to the lowest of the ratios' third-best means (with its std): every ratio's
+    podium is in it, and a method collapsing far below is left to the full panel."""
+    ranked = [e for e in entries if e.rankable]
+    if not ranked:
+        return (0.0, 100.0), None
+    spans = [(100 * (mean(e.top1) - std(e.top1)), 100 * (mean(e.top1) + std(e.top1))) for e in ranked]
+    high = min(100.0, max(top for _, top in spans))
+    full = _padded(max(0.0, min(bottom for bottom, _ in spans)), high)
+    by_ratio: dict[float, list[tuple[float, float]]] = defaultdict(list)
+    for e, span in zip(ranked, spans):
+        by_ratio[e.ratio].append((mean(e.top1), span[0]))
+    podium = [sorted(group, reverse=True)[:PODIUM] for group in by_ratio.values()]
+    band = _padded(max(0.0, min(bottom for group in podium for _, bottom in group)), high)
+    return full, band if (full[1] - full[0]) >= ZOOM_GAIN * (band[1] - band[0]) else None
+
+
+def _padded(low: float, high: float) -> tuple[float, float]:
+    """``low``–``high`` with 5% room on both sides (at least a quarter point), within 0–100%."""
+    pad = max(0.05 * (high - low), 0.25)
+    return max(0.0, low - pad), min(100.0, high + pad)
+
+
+def figure(report: Report, suite: str, axis: str) -> Any:
+    """The figure (a matplotlib ``Figure``, no pyplot: no global state, no display) of ``suite`` on ``axis``."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    points = series(report, suite, axis)
+    full, band = y_ranges(report.entries_of(suite))
+    fig = Figure(figsize=PLOT_INCHES, dpi=PLOT_DPI, layout="constrained")
+    panels = fig.subplots(1, 2 if band else 1, squeeze=False)[0]
+    step = min(DODGE_LOG2, 2 * MAX_DODGE_LOG2 / max(len(points) - 1, 1))
+    for ax, (low, high), title in zip(panels, (full, band), ("all points", "zoom on the top band")):
+        for index, (method, values) in enumerate(points.items()):
+            _draw(ax, method, values, index, 2 ** ((index - (len(points) - 1) / 2) * step))
+        ax.set_ylim(low, high)
+        ax.set_xscale("log", base=2)
         ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"x{x:g}"))
-        ax.set_xlabel("compression ratio (all parameters ÷ non-zero parameters), log scale")
-    else:
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"x{x:g}"))
-        ax.set_xlabel("theoretical speedup (dense FLOPs ÷ sparse FLOPs), log scale")
-    ax.xaxis.set_minor_formatter(FuncFormatter(lambda x, _: ""))
-    ax.set_ylabel("top-1 accuracy after fine-tuning (%)")
-    ax.set_title(f"{suite}: top-1 vs {'compression ratio' if axis == 'compression' else 'theoretical speedup'} (mean ± 1 std over seeds)", fontsize=11)
-    ax.grid(True, which="major", alpha=0.35)
-    if by_method:
-        ax.legend(loc="best", fontsize=9, framealpha=0.85)
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=PLOT_DPI)
-    return buffer.getvalue()
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        if axis == "compression":
+            ax.set_xticks(sorted({e.ratio for e in report.entries_of(suite)}))
+        ax.grid(True, which="major", alpha=0.3, linewidth=0.5)
+        ax.tick_params(labelsize=7)
+        ax.set_xlabel("compression ratio (all ÷ non-zero parameters)" if axis == "compression"
+                      else "theoretical speedup (dense ÷ sparse FLOPs)", fontsize=7)
+        if band:
+            ax.set_title(title, fontsize=8)
+    panels[0].set_ylabel("top-1 after fine-tuning (%)", fontsize=8)
+    fig.suptitle(f"{suite}: top-1 vs {'compression ratio' if axis == 'compression' else 'theoretical speedup'} "
+                 "(mean ± 1 std over seeds; log scale, points offset slightly per method)", fontsize=8)
+    if points:
+        handles, labels = panels[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="outside lower center", ncols=min(4, len(labels)), fontsize=7, frameon=False)
+    return fig
+
+
+def _draw(ax: Any, method: str, values: list[tuple[float, float, float]], index: int, offset: float) -> None:
+    style = dict(color=f"C{index % 10}", marker=MARKERS[index % len(MARKERS)], linestyle=LINESTYLES[index % len(LINESTYLES)],
+                 markersize=3.5, linewidth=1.1, markerfacecolor="white" if index % 2 else None)
+    if all(math.isnan(y) for _, y, _ in values):
+        ax.errorbar([], [], yerr=[], label=f"{method} (no passed case)", **style)
+        return
+    failed = [f"x{x:g}" for x, y, _ in values if math.isnan(y)]
+    label = method + (f" (failed at {', '.join(failed)})" if failed else "")
+    xs, ys, errs = zip(*values)
+    ax.errorbar([x * offset for x in xs], ys, yerr=errs, label=label, capsize=1.5, elinewidth=0.6, **style)
+
+
+def render(report: Report, suite: str, axis: str, formats: tuple[str, ...] = FORMATS) -> dict[str, bytes]:
+    """The figure's files' bytes by format. PDF and SVG carry no date and no random ids, so the same data gives
+    the same bytes (a report in version control changes only where the results did)."""
+    from matplotlib import rc_context
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig = figure(report, suite, axis)
+    FigureCanvasAgg(fig)
+    out = {}
+    for fmt in formats:
+        buffer = io.BytesIO()
+        metadata = {"png": {}, "pdf": {"CreationDate": None}, "svg": {"Date": None}}[fmt]
+        with rc_context({"svg.hashsalt": "pytest-shrinkbench"}):
+            fig.savefig(buffer, format=fmt, dpi=PLOT_DPI, metadata=metadata)
+        out[fmt] = buffer.getvalue()
+    return out
 
 
 def png_size(data: bytes) -> tuple[int, int]:
@@ -78,5 +144,3 @@ def png_size(data: bytes) -> tuple[int, int]:
     if data[:8] != b"\x89PNG\r\n\x1a\n" or data[12:16] != b"IHDR":
         raise ValueError("not a PNG")
     return struct.unpack(">II", data[16:24])
-
-

@@ -23,15 +23,26 @@ from .store import ResultsStore, is_store, latest_setups, merge_rows
 # -- inputs ---------------------------------------------------------------------------------------
 
 
+def _holdings(folder: Path) -> tuple[list[Path], list[Path]]:
+    """A folder's results stores and its ``*.jsonl`` files."""
+    inside = sorted(p for p in folder.iterdir() if p.is_file())
+    return [p for p in inside if is_store(p)], [p for p in inside if p.suffix == ".jsonl"]
+
+
 def expand(paths: Iterable[Path]) -> list[Path]:
-    """Files named, and the stores / ``*.jsonl`` files inside folders named (sorted)."""
+    """Files named, and what folders named hold: their stores when they have one, else their ``*.jsonl`` files.
+
+    A session writes every case it records to the store and to its run file, so a folder's run files
+    beside a store repeat the store's rows (and older recordings it has since replaced): reading both
+    would count each case again (see :func:`unread`).
+    """
     files: list[Path] = []
     for path in map(Path, paths):
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.is_file() and (p.suffix == ".jsonl" or is_store(p)))
-            if not found and not any(path.glob(MANIFEST_GLOB)):  # a shard that started and recorded nothing still counts
+            stores, runs = _holdings(path)
+            if not stores and not runs and not any(path.glob(MANIFEST_GLOB)):  # a shard that recorded nothing counts
                 raise ValueError(f"{path}: no results store or *.jsonl file in this folder")
-            files.extend(found)
+            files.extend(stores or runs)
         elif path.is_file():
             files.append(path)
         else:
@@ -39,10 +50,21 @@ def expand(paths: Iterable[Path]) -> list[Path]:
     return files
 
 
+def unread(paths: Iterable[Path]) -> list[str]:
+    """A note per folder named whose run files :func:`expand` passed over for its store."""
+    notes = []
+    for path in (Path(p) for p in paths if Path(p).is_dir()):
+        stores, runs = _holdings(path)
+        if stores and runs:
+            notes.append(f"{path}: {len(runs)} run file(s) beside the store not read (the store holds their cases; "
+                         "name a run file to read it)")
+    return notes
+
+
 def read_rows(paths: Iterable[Path]) -> tuple[list[dict[str, Any]], list[str]]:
     """All rows of the given stores, JSON Lines files and folders, and a line per source."""
     rows: list[dict[str, Any]] = []
-    sources = []
+    sources: list[str] = []
     for path in expand(paths):
         if is_store(path):
             store = ResultsStore(path, readonly=True)
@@ -90,7 +112,8 @@ class Report:
         return [s for s in self.summaries if s.suite == suite]
 
     def failed_rows(self, suite: str) -> list[dict[str, Any]]:
-        return sorted((r for r in self.rows if r["suite"] == suite and r.get("status") == "failed"), key=_row_order)
+        return sorted((r for r in self.rows if leaderboard.suite_label(r["suite"], r.get("weights")) == suite
+                       and r.get("status") == "failed"), key=_row_order)
 
     def setup(self, suite: str) -> dict[str, list[str]]:
         found: dict[str, list[str]] = defaultdict(list)

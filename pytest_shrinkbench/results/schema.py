@@ -48,6 +48,7 @@ FIELDS: tuple[Field, ...] = (
     Field("flops_accounting", "`structured` (removed channels also remove their consumers' work) or `density`"),
     Field("channels_removed", "whole output channels removed, over all layers"),
     # what the method did and how long it took
+    Field("prune_steps", "how many times the method was called (> 1: a gradual method, whose top1_pre is after its first call)"),
     Field("prune_seconds", "wall time of the method's calls, including its child process", junit=True),
     Field("finetune_seconds", "wall time of fine-tuning", junit=True),
     Field("duration", "wall time of the whole test"),

@@ -101,6 +101,7 @@ def _run(spec: CaseSpec, subject: Subject, result: dict[str, Any], sandbox: Sand
     if "method_hash" not in result:
         result.update(provenance(spec, subject, sandbox))
     result.setdefault("weights_changed", 0)
+    result["prune_steps"] = info.steps
     inputs, targets = subject.batch(spec.seed)
     torch.manual_seed(spec.seed)
     model = subject.fresh_model()

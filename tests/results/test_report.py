@@ -102,8 +102,9 @@ def test_report_merges_shards_and_writes_every_format(shards, tmp_path: Path, ca
     printed = capsys.readouterr().out
     assert f"read {len(everything) + 5} rows from 2 source(s); {len(everything)} cases after merging" in printed
     names = {"leaderboard.md", "leaderboard.csv", "summary.csv", "leaderboard.json", "leaderboard.html"}
-    plots = {f"{s}-top1-vs-{a}.png" for s in ("digits-mlp", "digits-cnn") for a in ("compression", "speedup")}
-    assert {p.name for p in out.iterdir()} == names | plots
+    figures = {f"{s}-top1-vs-{a}" for s in ("digits-mlp", "digits-cnn") for a in ("compression", "speedup")}
+    plots = {f"{f}.png" for f in figures}
+    assert {p.name for p in out.iterdir()} == names | {f"{f}.{fmt}" for f in figures for fmt in ("png", "pdf", "svg")}
 
     # Markdown, parsed back
     md = (out / "leaderboard.md").read_text()
@@ -115,14 +116,12 @@ def test_report_merges_shards_and_writes_every_format(shards, tmp_path: Path, ca
     assert [board[("x4", m)]["rank"] for m in ("alpha", "beta", "gamma")] == ["*1", "2", "FAILED 1/3"], "a failed case is never ranked"
     assert board[("x4", "gamma")]["seeds"] == "2"
     assert [board[("x8", m)]["rank"] for m in ("alpha", "gamma", "beta")] == ["*1", "2", "3"]
-    assert all(board[("x1", m)]["rank"] == "*1" for m in ("alpha", "beta", "gamma")), "equal means share a rank"
+    assert all(board[("x1", m)]["rank"] == "tied" for m in ("alpha", "beta", "gamma")), "all equal: tied, none starred"
     summary = {r["method"]: r for r in tables["Summary (x1–x8)"]}
     assert summary["alpha"]["rank"] == "*1" and summary["beta"]["rank"] == "2"
     assert summary["gamma"]["rank"] == "FAILED (1 case)"
     assert summary["alpha"]["area: mean top-1 over log2 compression"] == mean_std([area("alpha", s) for s in SEEDS])
-    failed = tables["Failed cases"]
-    assert [(r["method"], r["ratio"], r["seed"]) for r in failed] == [("gamma", "x4", "1")]
-    assert "planted failure" in failed[0]["message"]
+    assert tables["Failed cases"] == [{"method": "gamma", "cases": "1: x4 · seed 1", "reason": "planted failure"}]
     assert md_tables(md, "digits-cnn")["Leaderboard"][0]["method"] == "alpha"
 
     # CSV, parsed back
@@ -152,10 +151,14 @@ def test_report_merges_shards_and_writes_every_format(shards, tmp_path: Path, ca
     page = Images()
     page.feed((out / "leaderboard.html").read_text())
     assert len(page.images) == 4
-    for src in page.images:
-        assert src.startswith("data:image/png;base64,")
-        assert png_size(base64.b64decode(src.split(",", 1)[1])) == PLOT_PIXELS
+    for src in page.images:  # the figures embedded as vector images, each the figure's SVG file
+        assert src.startswith("data:image/svg+xml;base64,")
+        assert base64.b64decode(src.split(",", 1)[1]) in {(out / f"{name}.svg").read_bytes() for name in figures}
     assert "FAILED 1/3" in page.cells and "gamma" in page.cells
+    assert "Failed cases" in page.cells and "planted failure" in page.cells
+    for name in figures:
+        assert (out / f"{name}.pdf").read_bytes().startswith(b"%PDF-"), name
+        assert b"<svg" in (out / f"{name}.svg").read_bytes()[:1000], name
 
 
 def test_area_summary_and_incomplete_methods() -> None:
@@ -189,3 +192,45 @@ def test_report_usage_errors(tmp_path: Path, capsys) -> None:
     assert "no result rows" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["report", str(tmp_path / "empty.jsonl"), "--format", "pdf"])
+
+
+def test_a_results_folder_is_read_through_its_store_not_also_its_run_files(tmp_path: Path, capsys) -> None:
+    """The default folder holds the store and every session's run file: reading both counted each case again."""
+    folder = tmp_path / "shrinkbench-results"
+    folder.mkdir()
+    rows = rows_of("digits-mlp", ("alpha", "beta"), (1, 2), SEEDS)
+    store = ResultsStore(folder / "store.sqlite")
+    for r in rows:
+        store.put(r)
+    store.close()
+    for session in range(3):  # three sessions recorded the same cases
+        (folder / f"run-2024010{session}T000000-1.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["report", str(folder), "-o", str(tmp_path / "out"), "--no-plots", "-q"]) == 0
+    printed = capsys.readouterr().out
+    assert f"read {len(rows)} rows from 1 source(s); {len(rows)} cases after merging" in printed
+    data = json.loads((tmp_path / "out" / "leaderboard.json").read_text())
+    assert not any("duplicate" in note for note in data["notes"])
+    assert any("3 run file(s) beside the store not read" in source for source in data["sources"]), "said, not as a note"
+    # Without a store, the run files are the results; a run file named explicitly is always read.
+    (folder / "store.sqlite").unlink()
+    assert main(["report", str(folder), "-o", str(tmp_path / "out"), "--no-plots", "-q"]) == 0
+    assert f"read {3 * len(rows)} rows from 3 source(s)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--baseline", "missing.json"], "pytest-shrinkbench report: --baseline: cannot read baseline missing.json"),
+    (["-o", "a-file.txt"], "pytest-shrinkbench report: -o/--output: a-file.txt is a file, not a folder"),
+    (["--tolerance", "-1"], "argument --tolerance: must be a number >= 0, got '-1'"),
+    (["--tolerance-stds", "nan"], "argument --tolerance-stds: must be a number >= 0, got 'nan'"),
+], ids=["baseline", "output", "tolerance", "tolerance-stds"])
+def test_report_usage_errors_name_the_option(tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch, args: list[str], message: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a-file.txt").write_text("")
+    (tmp_path / "rows.jsonl").write_text(json.dumps(row("alpha", 2, 0, 0.9)) + "\n")
+    try:
+        code = main(["report", "rows.jsonl", "--no-plots", *args])
+    except SystemExit as exited:  # argparse's own errors
+        code = exited.code
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "shrinkbench-report").exists(), "nothing is written before the options are checked"
