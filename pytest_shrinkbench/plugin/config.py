@@ -205,3 +205,13 @@ def read_subjects(config: pytest.Config) -> dict[str, Any]:
         "data_root": under(root, data) if data else None,
         "cache_readonly": value(config, "shrink_cache_mode") == "readonly",
     }
+
+
+def subject_source(config: pytest.Config) -> dict[str, Any]:
+    """Where this session's subjects load from (:func:`~..suites.subject.load_subject`'s ``cache_dir``, ``device``,
+    ``data_root``, ``readonly``): its validated configuration, or, in a researcher's own tests (no
+    ``--shrink-method``), the same settings read now, so both load the same subjects from the same cache."""
+    shrink = config.stash.get(CONFIG_KEY, None)
+    read = read_subjects(config) if shrink is None else vars(shrink)
+    return {"cache_dir": read["cache_dir"], "device": read["device"], "data_root": read["data_root"],
+            "readonly": read["cache_readonly"]}

@@ -15,7 +15,7 @@ from ..results.signing import key_path, load_key, verify
 from ..results.store import ResultsStore, is_store
 from ..run.case import provenance
 from ..suites.subject import Subject, default_cache_dir, load_subject
-from .config import CONFIG_KEY, SANDBOX_KEY, ShrinkConfig
+from .config import CONFIG_KEY, SANDBOX_KEY, ShrinkConfig, subject_source
 from .runner import ShrinkCase
 from .wire import attach_case
 
@@ -32,6 +32,8 @@ def shrink_subjects(pytestconfig: pytest.Config) -> Callable[..., Subject]:
     """Load each suite's subject (per base checkpoint) once per worker (the file lock makes one worker train it).
 
     A suite that cannot load raises the same error for each of its cases, without trying again.
+    Without ``--shrink-method`` (a researcher's own tests, :mod:`.testing`) the cache, data root and
+    device come from the same settings, read when a subject is first needed.
     """
     loaded: dict[tuple[str, str | None], Subject | Exception] = {}
     config = _config(pytestconfig)
@@ -41,14 +43,8 @@ def shrink_subjects(pytestconfig: pytest.Config) -> Callable[..., Subject]:
         if key not in loaded:
             checkpoint = config.checkpoint(suite, weights) if config else None
             try:
-                loaded[key] = load_subject(
-                    suite,
-                    cache_dir=config.cache_dir if config else None,
-                    device=config.device if config else "cpu",
-                    data_root=config.data_root if config else None,
-                    weights=checkpoint.path if checkpoint else None,
-                    readonly=config.cache_readonly if config else False,
-                )
+                loaded[key] = load_subject(suite, weights=checkpoint.path if checkpoint else None,
+                                           **subject_source(pytestconfig))
                 if checkpoint and loaded[key].sha256 != checkpoint.sha256:
                     raise RuntimeError(f"checkpoint {checkpoint.path} changed during the run (sha256 {loaded[key].sha256[:16]}..., was {checkpoint.sha256[:16]}...)")
             except Exception as exc:

@@ -21,8 +21,7 @@ from ..sandbox.methods import forget_session_methods
 from ..sandbox.runner import Sandbox
 from ..suites import user as user_suites
 from ..suites.subject import default_cache_dir
-from . import devices
-from . import terminal
+from . import devices, terminal
 from .config import CONFIG_KEY, SANDBOX_KEY, ShrinkConfig, method_folders, parse
 from .recorder import Recorder
 from .settings import under, value

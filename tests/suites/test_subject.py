@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 
-import pytest_shrinkbench.baselines  # noqa: F401  (registers the baselines)
 from pytest_shrinkbench import load_subject
 from pytest_shrinkbench.identity import file_sha256 as sha256_of
 from pytest_shrinkbench.identity import state_digest
