@@ -129,3 +129,15 @@ def test_a_suite_without_data_skips_with_the_benchmarks_reason(project: pytest.P
     reasons = [m.group(1) for line in result.stdout.lines if (m := re.match(r"SKIPPED \[1\] \S+: (.*)$", line))]
     assert len(reasons) == 2 and reasons[0] == reasons[1], reasons
     assert reasons[0].startswith(f"suite cifar10-resnet20: CIFAR-10 not found under {empty}: no cifar-10-batches-py/ folder")
+
+
+def test_shrink_method_is_refused_where_the_benchmark_measures(project: pytest.Pytester) -> None:
+    """Calling a method in the test process would import method code where cases are measured: refused, with why."""
+    lay_out_example(project)
+    project.makepyfile(test_mine="def test_mine(shrink_method):\n    shrink_method('mine')\n")
+    result = project.runpytest(
+        "--shrink-method=mine", "--shrink-suite=digits-mlp", "--shrink-ratios=2", "--shrink-seeds=0",
+        "-p", "no:cacheprovider", "test_mine.py",
+    )
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["shrinkbench: the shrink_method fixture runs methods in this process, which measures*"])
