@@ -30,8 +30,14 @@ def shrink_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def project(pytester: pytest.Pytester, shrink_cache: Path, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
-    """An empty project using the installed plugin, its results going to ``results/``."""
+    """An empty project using the installed plugin, its results going to ``results/``.
+
+    When this test suite itself runs under xdist, the worker's ``PYTEST_XDIST_*`` variables are removed:
+    the project's pytest must see a user's plain environment, not believe it is an xdist worker.
+    """
     monkeypatch.setenv("SHRINKBENCH_CACHE", str(shrink_cache))
+    for name in [n for n in os.environ if n.startswith("PYTEST_XDIST_")]:
+        monkeypatch.delenv(name)
     pytester.makeini("[pytest]\nshrink_results = results\n")
     return pytester
 
