@@ -25,7 +25,7 @@ from ..results.schema import LEVEL_IN_PROCESS, LEVEL_LANDLOCK, LEVEL_PROCESS
 from . import child
 from .discovery import file_hash, find_methods, precompile
 from .inprocess import InProcessCalls
-from .methods import load_installed
+from .methods import METHODS, load_installed
 from .protocol import Answer, Call, Discover, MethodInfo, ProtocolError, Setup, decode, encode, receive, send
 from .server import Child, ForkServer
 from .walls import landlock_abi
@@ -210,9 +210,14 @@ _default: Sandbox | None = None
 
 def default_sandbox() -> Sandbox:
     """This process's sandbox for the public API (``run_case`` outside pytest): Landlock where the kernel has
-    it, the installed methods and those a conftest registered. Its fork server is forked at first use: in a
-    notebook that ran multi-threaded torch ops before, keep the case's thread count at 1 (the default)."""
+    it, the installed methods and those registered in this process (a conftest, a notebook cell). Its fork
+    server is forked at first use, and again once a method was registered since (its children know only the
+    methods of the moment it forked): in a notebook that ran multi-threaded torch ops before, keep the
+    case's thread count at 1 (the default)."""
     global _default
+    if _default is not None and set(METHODS.names()) - set(_default.methods):
+        _default.close()  # methods registered here since its fork server started: a new one inherits them
+        _default = None
     if _default is None:
         _default = Sandbox("landlock")
         _default.discover([])

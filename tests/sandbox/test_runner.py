@@ -92,3 +92,23 @@ def test_a_process_with_an_openmp_pool_may_not_start_multi_threaded_children(shr
         box.close()
     finally:
         torch.set_num_threads(threads)
+
+
+def test_the_public_apis_sandbox_knows_a_method_registered_after_it_started(shrink_cache: Path) -> None:
+    """A notebook user runs a case, then defines a second method and runs it: the second is found too."""
+    from pytest_shrinkbench import CaseSpec, method, run_case
+    from pytest_shrinkbench.sandbox.methods import METHODS
+    from pytest_shrinkbench.sandbox.runner import default_sandbox
+
+    subject = load_subject("digits-mlp", cache_dir=shrink_cache)
+    first = default_sandbox()
+
+    def late(ctx):
+        return ctx.keep_top({name: w.detach().abs() for name, w in ctx.prunable.items()})
+
+    method("registered-late")(late)
+    try:
+        row = run_case(CaseSpec("registered-late", "digits-mlp", 2.0, 0), subject)
+        assert default_sandbox() is not first and row["compression"] == pytest.approx(2.0, rel=0.005)
+    finally:
+        METHODS.retain(lambda m: m.fn is not late)
