@@ -4,7 +4,7 @@ Why: the main job (``pytest --shrink-method=all``: 2 suites × 7 methods × 6 ra
 cases) is what a user runs first, and issue 14 asks two things of it: ``-n 2`` should take at most
 1/1.8 of ``-n 1``'s wall time on an otherwise idle 2-core machine, and a speed change should be
 quoted as the main job's wall time before and after. This script runs the main job with a warm
-base-model cache and no results store (``--shrink-store=none``, results in a temporary folder), once
+base-model cache (one per checkout, trained before timing) and no results store (``--shrink-store=none``, results in a temporary folder), once
 per worker count and checkout, interleaved and alternating the order per repetition, so that a
 drift of the machine's load hits all alike. Each run's wall time, CPU time (controller and workers,
 from ``RUSAGE_CHILDREN``) and the load average around it are printed; CPU time says how much of a
@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -53,20 +54,26 @@ class Run:
     last_line: str
 
 
-def warm_caches(repo: Path) -> None:
-    """Train (first time only) and cache the default suites' base models, so the timed runs only load them."""
+def environment(repo: Path, cache: Path | None) -> dict[str, str]:
+    """The checkout first on the path and, if given, a base-model cache of its own: two versions that record a base
+    model's identity differently would otherwise each find the other's record wrong and retrain in the timed runs."""
+    return {**os.environ, "PYTHONPATH": str(repo), **({"SHRINKBENCH_CACHE": str(cache)} if cache else {})}
+
+
+def warm_caches(repo: Path, cache: Path | None = None) -> None:
+    """Train and cache the default suites' base models, so the timed runs only load them."""
     code = "from pytest_shrinkbench import load_subject\nfor s in (\"digits-cnn\", \"digits-mlp\"): load_subject(s)"
-    subprocess.run([sys.executable, "-c", code], cwd=repo, env={**os.environ, "PYTHONPATH": str(repo)}, check=True)
+    subprocess.run([sys.executable, "-c", code], cwd=repo, env=environment(repo, cache), check=True)
 
 
-def run_main_job(repo: Path, workers: int, extra: list[str]) -> Run:
+def run_main_job(repo: Path, workers: int, extra: list[str], cache: Path | None = None) -> Run:
     """The main job of the checkout ``repo`` with ``-n workers``, timed."""
     with tempfile.TemporaryDirectory(prefix="shrinkbench-main-job-") as results:
         command = [sys.executable, "-m", "pytest", *MAIN_JOB_ARGS, "-n", str(workers), f"--shrink-results={results}", *extra]
         usage = resource.getrusage(resource.RUSAGE_CHILDREN)
         load = os.getloadavg()[0]
         start = time.perf_counter()
-        process = subprocess.run(command, cwd=repo, env={**os.environ, "PYTHONPATH": str(repo)}, capture_output=True, text=True, check=False)
+        process = subprocess.run(command, cwd=repo, env=environment(repo, cache), capture_output=True, text=True, check=False)
         wall = time.perf_counter() - start
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
     lines = process.stdout.strip().splitlines()
@@ -90,14 +97,16 @@ def main() -> None:
     workers = [int(w) for w in args.workers.split(",")]
     repos = [REPO_ROOT] + ([args.baseline.resolve()] if args.baseline else [])
     print(f"cores available {len(os.sched_getaffinity(0))}, load average {'/'.join(f'{x:.2f}' for x in os.getloadavg())}")
+    caches = Path(tempfile.mkdtemp(prefix="shrinkbench-main-job-caches-"))
     for repo in repos:
-        warm_caches(repo)
+        warm_caches(repo, caches / repo.name)
     plan = [(repo, n) for repo in repos for n in workers]
     runs: list[Run] = []
     for rep in range(args.repetitions):
         for repo, n in plan if rep % 2 == 0 else reversed(plan):
-            runs.append(run_main_job(repo, n, args.extra))
+            runs.append(run_main_job(repo, n, args.extra, caches / repo.name))
             print(describe(runs[-1]), flush=True)
+    shutil.rmtree(caches)
 
     print("\nsummary (medians over repetitions)")
     wall = {(repo, n): statistics.median(r.wall for r in runs if (r.repo, r.workers) == (repo, n)) for repo, n in plan}
