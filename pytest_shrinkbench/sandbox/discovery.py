@@ -28,12 +28,14 @@ from .protocol import MethodInfo
 METHOD_FILES_NAMESPACE = "shrinkbench_methods"
 
 
-def _origin(method: Method, preexisting: set[str]) -> str:
+def _origin(method: Method, preexisting: set[str], installed: set[str]) -> str:
+    """Where a case's process finds the method again: its file, its installed module, or (registered before
+    discovery, by a conftest that every process imports) the registry it inherits."""
     module = method.fn.__module__
-    if method.name in preexisting:
-        return "registered"
     if module.startswith(METHOD_FILES_NAMESPACE + "."):
         return f"file:{inspect.getsourcefile(method.fn)}"
+    if method.name in preexisting and module not in installed:
+        return "registered"
     return f"module:{module}"
 
 
@@ -46,7 +48,8 @@ def find_methods(folders: Iterable[Path]) -> dict[str, Any]:
     """
     preexisting, suites_before = set(METHODS.names()), set(SUITES.names())
     errors: dict[str, str] = {}
-    for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+    entries = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+    for entry in entries:
         try:
             importlib.import_module(entry.module)
         except Exception as exc:  # noqa: BLE001  (one broken package must not hide the others)
@@ -54,7 +57,8 @@ def find_methods(folders: Iterable[Path]) -> dict[str, Any]:
     found = load_files([f for f in folders if f.is_dir()], namespace=METHOD_FILES_NAMESPACE)
     errors.update({str(path): message for path, message in found.items()})
     methods = [
-        MethodInfo(m.name, _origin(m, preexisting), source_hash(m.fn), m.baseline, m.steps, m.regrowth)
+        MethodInfo(m.name, _origin(m, preexisting, {e.module for e in entries}), source_hash(m.fn), m.baseline, m.steps,
+                   m.regrowth)
         for m in (METHODS.get(name) for name in METHODS.names())
     ]
     return {"methods": methods, "errors": errors, "suites": sorted(set(SUITES.names()) - suites_before)}

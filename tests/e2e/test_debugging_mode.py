@@ -47,3 +47,12 @@ def test_debugging_mode_rows_are_unverified_never_stored_and_refused_by_the_gate
         assert db.execute("SELECT sandbox FROM (SELECT json_extract(row, '$.sandbox') AS sandbox FROM results)").fetchall() == [
             ("process+landlock",)], "debugging-mode rows never enter the store"
     assert result.ret == pytest.ExitCode.TESTS_FAILED
+
+
+def test_debugging_mode_runs_the_baselines_and_a_users_method_under_xdist(project: pytest.Pytester) -> None:
+    """Workers take the controller's discovery: each must find installed methods and method files again."""
+    project.mkdir("methods").joinpath("mine.py").write_text(BUGGY)
+    result = project.runpytest_subprocess("--shrink-method=mine,global-magnitude,l1-filter", *CASE,
+                                          "--shrink-sandbox=in-process", "-n", "2")
+    result.assert_outcomes(passed=3)
+    assert {r["sandbox"] for r in only_run(project.path / "results")} == {"in-process"}
