@@ -2,8 +2,9 @@
 
 ``shrink_subject`` is the subject of the suite named by ``@pytest.mark.shrink_suite(...)`` (one test per
 suite) or by indirect parametrization; ``shrink_subject_factory(name)`` loads any suite's;
-``shrink_method(name)`` calls a registered method as a case does (:mod:`..run.testkit`). They are
-always available, with or without ``--shrink-method``, and change nothing the benchmark does.
+``shrink_method(name)`` calls a registered method as a case does (:mod:`..run.testkit`). The subject
+fixtures work with or without ``--shrink-method`` and change nothing the benchmark does;
+``shrink_method`` is refused where the benchmark runs (it imports method code into this process).
 
 Subjects come from the benchmark's own loader (``shrink_subjects``): once per test process, from the
 same cache, trained once under its file lock whatever ``-n`` is; a suite whose data is absent skips
@@ -20,7 +21,7 @@ import torch
 from ..errors import SuiteUnavailable
 from ..run.testkit import ShrinkMethod, ShrinkSubject
 from ..sandbox.discovery import find_methods
-from ..sandbox.methods import METHODS, forget_session_methods
+from ..sandbox.methods import METHODS, forget_session_methods, load_installed
 from ..suites import user as user_suites
 from ..suites.registry import SUITES
 from ..suites.subject import Subject
@@ -82,6 +83,7 @@ def _shrink_methods(pytestconfig: pytest.Config) -> Iterator[str]:
         pytest.fail("shrinkbench: the shrink_method fixture runs methods in this process, which measures the "
                     "benchmark's cases here: run your own tests in a pytest run without --shrink-method", pytrace=False)
     found = find_methods(method_folders(pytestconfig))
+    load_installed()  # noted as installed: forgetting the session's methods keeps these (their modules stay imported)
     yield "; ".join(f"{path}: {error}" for path, error in found["errors"].items())
     forget_session_methods()
 
