@@ -9,13 +9,16 @@ Write a method::
         return ctx.keep_top({name: w.detach().abs() for name, w in ctx.prunable.items()})
 
 and run ``pytest --shrink-method=mine``. Outside pytest, :func:`prune` gives validated masks
-for any model, and :func:`load_subject` + :func:`run_case` run one case of a suite.
+for any model, and :func:`load_subject` + :func:`run_case` run one case of a suite. In a project's own
+tests, the fixtures ``shrink_subject`` and ``shrink_method`` give a suite's subject and a method as
+:class:`ShrinkSubject` and :class:`ShrinkMethod` (docs/testing.md).
 """
 
 from .errors import CaseFailure, InvariantViolation, MaskError
 from .identity import CaseSpec
 from .measure.shrink import Shrunk, shrink
 from .run.case import run_case
+from .run.testkit import Pruned, ShrinkMethod, ShrinkSubject
 from .sandbox.context import PruneContext
 from .sandbox.inprocess import prune
 from .sandbox.methods import method
@@ -30,9 +33,12 @@ __all__ = [
     "InvariantViolation",
     "MaskError",
     "PruneContext",
+    "Pruned",
     "Recipe",
     "SUITES",
     "ScheduledRecipe",
+    "ShrinkMethod",
+    "ShrinkSubject",
     "Shrunk",
     "Subject",
     "Suite",

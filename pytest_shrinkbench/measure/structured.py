@@ -27,13 +27,14 @@ plain density scaling and says so in the result.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Any, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..prunable import PRUNABLE_MODULES
+from ..prunable import PRUNABLE_MODULES, prunable_modules
+from .flops import sparse_flops
 
 PASS_MODULES = (
     nn.modules.batchnorm._BatchNorm, nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh,
@@ -190,3 +191,21 @@ def count_removed_channels(weights: Mapping[str, Tensor]) -> int:
     """Whole output channels removed, over all prunable layers (each weight once)."""
     seen: dict[int, Tensor] = {id(w): w for w in weights.values()}
     return sum(int(removed_channels(w).sum()) for w in seen.values())
+
+
+def pruned_flops(model: nn.Module, dense: Mapping[str, int], links: Mapping[str, Link] | None) -> dict[str, Any]:
+    """A pruned model's FLOPs fields of a row, counted one way wherever they are reported (a case, a user's test).
+
+    ``dense`` is the dense model's FLOPs per module (:func:`.flops.module_flops`), ``links`` its channel
+    links, or None when torch.fx could not trace it: then each layer's FLOPs are scaled by its density
+    only, and ``flops_accounting`` says so.
+    """
+    params = dict(model.named_parameters())
+    weights = {module: params[name] for module, name in prunable_modules(model).items()}
+    total = sum(dense.values())
+    if links is None:
+        sparse, accounting = sparse_flops(dense, weights), "density"
+    else:
+        sparse, accounting = structured_flops(dense, weights, links), "structured"
+    return dict(flops_dense=total, flops_sparse=sparse, speedup=total / sparse if sparse else None,
+                flops_accounting=accounting, channels_removed=count_removed_channels(weights))

@@ -67,6 +67,28 @@ class ShrinkConfig:
 CONFIG_KEY = pytest.StashKey[ShrinkConfig]()
 
 
+@dataclass(frozen=True)
+class SubjectSource:
+    """Where subjects are loaded from: the base-model cache, the data root and the device."""
+
+    cache_dir: Path | None
+    data_root: Path | None
+    device: str
+
+
+def subject_source(config: pytest.Config) -> SubjectSource:
+    """The subject settings, validated; read without ``--shrink-method`` too, for a researcher's own tests
+    (:mod:`.testing`), which load the same subjects from the same cache as the benchmark."""
+    root = config.rootpath
+    try:
+        device = devices.resolve(value(config, "shrink_device"))
+    except ValueError as exc:
+        raise pytest.UsageError(f"shrinkbench: {exc}") from None  # its messages name the option
+    cache, data = value(config, "shrink_cache"), value(config, "shrink_data_root")
+    return SubjectSource(cache_dir=under(root, cache) if cache else None, data_root=under(root, data) if data else None,
+                         device=device)
+
+
 def select(spec: str, known: Mapping[str, Any]) -> list[str]:
     """Names chosen by ``--shrink-method``: a comma list, ``all`` or ``baselines`` (mixable), sorted.
 
@@ -114,24 +136,21 @@ def parse(config: pytest.Config, known_methods: Mapping[str, Any]) -> ShrinkConf
         weights = parse_weights(raw(config, "shrink_weights") or [], lambda text: under(root, text), SUITES)
     except ValueError as exc:
         raise pytest.UsageError(f"shrinkbench: {exc}") from None  # its messages name the option
-    try:
-        device = devices.resolve(value(config, "shrink_device"))
-    except ValueError as exc:
-        raise pytest.UsageError(f"shrinkbench: {exc}") from None  # its messages name the option
+    source = subject_source(config)
     latency = flag(config, "shrink_latency")
     if latency:
         _check_latency_timing(config)
     max_memory = value(config, "shrink_max_memory")
-    if max_memory is not None and device == "cuda":
+    if max_memory is not None and source.device == "cuda":
         raise pytest.UsageError("shrinkbench: --shrink-max-memory caps address space, which CUDA needs far more of; use it with --shrink-device=cpu")
-    optional = {name: value(config, name) for name in ("shrink_cache", "shrink_report", "shrink_save_baseline", "shrink_data_root")}
+    optional = {name: value(config, name) for name in ("shrink_report", "shrink_save_baseline")}
     return ShrinkConfig(
         methods=chosen,
         suites=suites,
         ratios=value(config, "shrink_ratios"),
         seeds=value(config, "shrink_seeds"),
         results_dir=results,
-        cache_dir=under(root, optional["shrink_cache"]) if optional["shrink_cache"] else None,
+        cache_dir=source.cache_dir,
         threads=value(config, "shrink_threads"),
         timeout=value(config, "shrink_timeout"),
         max_memory_gib=max_memory,
@@ -142,9 +161,9 @@ def parse(config: pytest.Config, known_methods: Mapping[str, Any]) -> ShrinkConf
         save_baseline=under(root, optional["shrink_save_baseline"]) if optional["shrink_save_baseline"] else None,
         tolerance_points=value(config, "shrink_tolerance"),
         tolerance_stds=value(config, "shrink_tolerance_stds"),
-        data_root=under(root, optional["shrink_data_root"]) if optional["shrink_data_root"] else None,
+        data_root=source.data_root,
         weights=weights,
-        device=device,
+        device=source.device,
         latency_batch=value(config, "shrink_latency_batch") if latency else None,
     )
 

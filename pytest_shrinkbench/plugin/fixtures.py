@@ -13,7 +13,7 @@ from ..results.leaderboard import suite_label
 from ..results.store import ResultsStore, is_store
 from ..run.case import provenance
 from ..suites.subject import Subject, load_subject
-from .config import CONFIG_KEY, ShrinkConfig
+from .config import CONFIG_KEY, ShrinkConfig, subject_source
 from .runner import ShrinkCase
 from .wire import attach_case
 
@@ -30,6 +30,8 @@ def shrink_subjects(pytestconfig: pytest.Config) -> Callable[..., Subject]:
     """Load each suite's subject (per base checkpoint) once per worker (the file lock makes one worker train it).
 
     A suite that cannot load raises the same error for each of its cases, without trying again.
+    Without ``--shrink-method`` (a researcher's own tests, :mod:`.testing`) the cache, data root and
+    device come from the same settings, read when a subject is first needed.
     """
     loaded: dict[tuple[str, str | None], Subject | Exception] = {}
     config = _config(pytestconfig)
@@ -38,12 +40,13 @@ def shrink_subjects(pytestconfig: pytest.Config) -> Callable[..., Subject]:
         key = (suite, weights)
         if key not in loaded:
             checkpoint = config.checkpoint(suite, weights) if config else None
+            source = config or subject_source(pytestconfig)
             try:
                 loaded[key] = load_subject(
                     suite,
-                    cache_dir=config.cache_dir if config else None,
-                    device=config.device if config else "cpu",
-                    data_root=config.data_root if config else None,
+                    cache_dir=source.cache_dir,
+                    device=source.device,
+                    data_root=source.data_root,
                     weights=checkpoint.path if checkpoint else None,
                 )
                 if checkpoint and loaded[key].sha256 != checkpoint.sha256:

@@ -10,9 +10,7 @@ from torch import nn
 
 from ..errors import CaseFailure
 from ..identity import CaseSpec, environment
-from ..measure.flops import sparse_flops
-from ..measure.structured import count_removed_channels, structured_flops
-from ..prunable import prunable_modules
+from ..measure.structured import pruned_flops
 from ..sandbox import methods
 from ..sandbox.context import PruneContext
 from ..suites.subject import Subject
@@ -120,12 +118,5 @@ def _run(spec: CaseSpec, subject: Subject, result: dict[str, Any]) -> nn.Module:
     check_no_hooks(model, "after fine-tuning")
     result["top1"], result["top5"] = evaluate(model, subject.data.test, device=subject.device)
 
-    weights_by_module = {module: ctx.prunable[param] for module, param in prunable_modules(model).items()}
-    dense = sum(subject.dense_flops.values())
-    if subject.channel_links is None:  # untraceable: each layer's FLOPs scaled by its density only
-        sparse, accounting = sparse_flops(subject.dense_flops, weights_by_module), "density"
-    else:  # a removed output channel also removes its consumers' input-channel work
-        sparse, accounting = structured_flops(subject.dense_flops, weights_by_module, subject.channel_links), "structured"
-    result.update(flops_dense=dense, flops_sparse=sparse, speedup=dense / sparse if sparse else None,
-                  flops_accounting=accounting, channels_removed=count_removed_channels(weights_by_module))
+    result.update(pruned_flops(model, subject.dense_flops, subject.channel_links))
     return model

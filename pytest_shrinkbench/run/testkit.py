@@ -1,0 +1,178 @@
+"""A case's parts, one at a time, for a researcher's own tests of their own method (the fixtures: plugin/testing.py).
+
+Every part is the harness's own function — the subject's model and seeded batch, the first pruning
+step of a case, mask validation, the compression check, evaluation, parameter and FLOPs counting —
+so a test that passes here holds for the benchmark's numbers too. Nothing here is re-implemented.
+
+The method runs in this process: it is the researcher's own code under their own test, and a
+debugger or a print must reach it. The benchmark's cases, whose rows reach the leaderboard, keep
+their sandbox.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any, Mapping
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from ..measure.structured import pruned_flops
+from ..prunable import count_parameters, prunable_parameters
+from ..sandbox.context import PruneContext
+from ..sandbox.methods import Method
+from ..suites.recipe import Recipe
+from ..suites.registry import Suite
+from ..suites.subject import Subject
+from ..suites.training import evaluate, optimizer_steps
+from .gradual import gradual_schedule
+from .guards import isolated_globals
+from .invariants import check_architecture, shapes
+from .masks import apply_masks, validate_masks
+from .pruning import check_compression, prune_step
+
+
+@dataclass(frozen=True)
+class ShrinkSubject:
+    """A suite made concrete — data, verified base weights — with the harness's own checks and counts.
+
+    Loaded once per test process and shared by every test that asks for its suite: nothing here
+    changes it (:meth:`model` is a new copy each call).
+    """
+
+    subject: Subject
+
+    @property
+    def name(self) -> str:
+        return self.subject.suite.name
+
+    @property
+    def suite(self) -> Suite:
+        return self.subject.suite
+
+    @property
+    def train(self) -> Dataset:
+        """Training data: what base training, a method's batch and fine-tuning draw from."""
+        return self.subject.data.train
+
+    @property
+    def test(self) -> Dataset:
+        """Held-out data: what :meth:`evaluate` (and every top-1 of the benchmark) is measured on."""
+        return self.subject.data.test
+
+    @property
+    def recipe(self) -> Recipe:
+        """The pinned fine-tuning recipe every case gets after pruning."""
+        return self.subject.suite.finetune_recipe
+
+    @property
+    def device(self) -> torch.device:
+        return self.subject.device
+
+    @property
+    def identity(self) -> dict[str, str]:
+        """What a case's numbers on this subject depend on besides the method: recorded with every row."""
+        return {"suite": self.name, "base_sha256": self.subject.sha256, "recipe_hash": self.recipe.digest()}
+
+    @property
+    def base(self) -> dict[str, float]:
+        """The dense base model's metrics (every case's ``top1_base``, ``top5_base``)."""
+        return {"top1": self.subject.base_top1, "top5": self.subject.base_top5}
+
+    def model(self) -> nn.Module:
+        """A new model holding the verified base weights (training mode, as a case's): every case starts from this."""
+        return self.subject.fresh_model()
+
+    def batch(self, seed: int, size: int = 256) -> tuple[Tensor, Tensor]:
+        """The training batch a method sees in a case with ``seed`` (``ctx.inputs``, ``ctx.targets``)."""
+        return self.subject.batch(seed, size)
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        """Top-1 and top-5 of ``model`` on the held-out data, as every case measures them (leaves it in eval mode)."""
+        top1, top5 = evaluate(model, self.test, device=self.device)
+        return {"top1": top1, "top5": top5}
+
+    def check_masks(self, model: nn.Module, masks: Mapping[str, Tensor], ratio: float) -> None:
+        """Raise what a case raises for these masks at ``ratio``: :class:`~pytest_shrinkbench.MaskError` when they
+        are malformed (invariant 1), :class:`~pytest_shrinkbench.CaseFailure` when, applied to ``model``, they miss
+        the whole-model compression by more than 0.5%. ``model`` is left as it is."""
+        check_compression(self._masked(model, masks), ratio)
+
+    def measure(self, model: nn.Module, masks: Mapping[str, Tensor] | None = None) -> dict[str, Any]:
+        """The size and FLOPs fields of a case's row for ``model`` (with ``masks`` applied to a copy, if given).
+
+        ``params_total``, ``params_nonzero``, ``compression`` (biases and norms counted), ``flops_dense``,
+        ``flops_sparse``, ``speedup`` (theoretical), ``flops_accounting`` (``structured`` where torch.fx
+        traces the model, else ``density``) and ``channels_removed``.
+        """
+        model = self._masked(model, masks) if masks is not None else self._same_architecture(model)
+        total, nonzero = count_parameters(model)
+        return {"params_total": total, "params_nonzero": nonzero, "compression": total / nonzero if nonzero else None,
+                **pruned_flops(model, self.subject.dense_flops, self.subject.channel_links)}
+
+    @cached_property
+    def _shapes(self) -> dict[str, tuple[int, ...]]:
+        return shapes(self.model())
+
+    def _same_architecture(self, model: nn.Module) -> nn.Module:
+        check_architecture(self._shapes, model, f"the model given for suite {self.name!r}")
+        return model
+
+    def _masked(self, model: nn.Module, masks: Mapping[str, Tensor]) -> nn.Module:
+        """A copy of ``model`` with ``masks`` applied, once they pass the harness's validation."""
+        valid = validate_masks(masks, prunable_parameters(self._same_architecture(model)))
+        masked = copy.deepcopy(model)
+        apply_masks(prunable_parameters(masked), valid, {})
+        return masked
+
+
+@dataclass(frozen=True)
+class Pruned:
+    """What a case's first pruning step leaves: the method's validated masks, and a fresh base model holding
+    its new weights (if it returned any) with the masks applied — what fine-tuning would start from."""
+
+    method: str
+    suite: str
+    ratio: float
+    seed: int
+    compression: float  # what the method was asked for: ``ratio``, or a gradual method's first target
+    masks: dict[str, Tensor]
+    model: nn.Module
+
+
+@dataclass(frozen=True)
+class ShrinkMethod:
+    """A registered method, called as a case calls it: ``method(subject, ratio, seed) -> Pruned``."""
+
+    method: Method
+
+    @property
+    def name(self) -> str:
+        return self.method.name
+
+    def __call__(self, subject: ShrinkSubject, ratio: float, seed: int = 0) -> Pruned:
+        """Run a case's first pruning step: the same fresh model, seeded batch, context and global seed.
+
+        Raises what the step raises in a case: :class:`~pytest_shrinkbench.CaseFailure` when the method
+        crashes, :class:`~pytest_shrinkbench.MaskError` for malformed masks,
+        :class:`~pytest_shrinkbench.InvariantViolation` when it edits the model instead of returning masks.
+        The compression is not checked here (:meth:`ShrinkSubject.check_masks` does), so a test may inspect
+        the masks of a method that misses it. A gradual method (``steps > 1``) makes its first call, whose
+        target is the first of its schedule (``Pruned.compression``).
+        """
+        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not ratio >= 1:
+            raise ValueError(f"ratio must be a number >= 1, got {ratio!r}")
+        m, s = self.method, subject.subject
+        compression = float(ratio)
+        if m.steps > 1:
+            compression = gradual_schedule(ratio, m.steps, optimizer_steps(s.data.train, s.suite.finetune_recipe))[0][0]
+        torch.manual_seed(seed)
+        model = s.fresh_model()
+        inputs, targets = s.batch(seed)
+        ctx = PruneContext(model, compression, inputs, targets, seed=seed, step=0, steps=m.steps)
+        with isolated_globals():
+            masks = prune_step(m, ctx, model, shapes(model), f"method {m.name!r}", {})
+        return Pruned(m.name, s.suite.name, float(ratio), seed, compression, masks, model)
