@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Callable, Iterator
 
 import pytest
+import torch
 
 from ..errors import SuiteUnavailable
 from ..run.testkit import ShrinkMethod, ShrinkSubject
@@ -23,6 +24,7 @@ from ..suites import user as user_suites
 from ..suites.registry import SUITES
 from ..suites.subject import Subject
 from .config import CONFIG_KEY
+from .settings import value
 
 MARKER = "shrink_suite"
 
@@ -35,13 +37,23 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     marker = metafunc.definition.get_closest_marker(MARKER)
-    if marker is None or "shrink_subject" not in metafunc.fixturenames:
+    if marker is None or "shrink_subject" not in metafunc.fixturenames or _parametrized(metafunc, "shrink_subject"):
         return
     names = list(marker.args)
     if not names or not all(isinstance(name, str) for name in names) or marker.kwargs:
-        raise pytest.UsageError(f"@pytest.mark.{MARKER} takes suite names, e.g. {MARKER}('digits-cnn', 'digits-mlp'); "
-                                f"got {MARKER}{tuple(names)}{marker.kwargs or ''} on {metafunc.definition.nodeid}")
+        given = ", ".join([*map(repr, names), *(f"{key}={value!r}" for key, value in marker.kwargs.items())])
+        pytest.fail(f"@pytest.mark.{MARKER} takes suite names, e.g. {MARKER}('digits-cnn', 'digits-mlp'); "
+                    f"got {MARKER}({given}) on {metafunc.definition.nodeid}", pytrace=False)
     metafunc.parametrize("shrink_subject", names, ids=names, indirect=True)
+
+
+def _parametrized(metafunc: pytest.Metafunc, name: str) -> bool:
+    """Whether a ``parametrize`` mark names ``name``: an explicit parametrization wins over a module's suite mark."""
+    for mark in metafunc.definition.iter_markers("parametrize"):
+        names = mark.args[0] if mark.args else mark.kwargs.get("argnames", ())
+        if name in ([n.strip() for n in names.split(",")] if isinstance(names, str) else list(names)):
+            return True
+    return False
 
 
 def discover(config: pytest.Config) -> str:
@@ -65,12 +77,18 @@ def _shrink_discovered(pytestconfig: pytest.Config) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def shrink_subject_factory(shrink_subjects: Callable[..., Subject], _shrink_discovered: str) -> Callable[[str], ShrinkSubject]:
+def shrink_subject_factory(
+    pytestconfig: pytest.Config, shrink_subjects: Callable[..., Subject], _shrink_discovered: str
+) -> Iterator[Callable[[str], ShrinkSubject]]:
     """``shrink_subject_factory("digits-cnn")``: that suite's subject, loaded once per test process.
 
     A suite whose data or weights are not on this machine skips the calling test with the benchmark's reason.
+    From first use to the session's end, torch runs with ``--shrink-threads`` CPU threads, as the benchmark's
+    cases do: CPU results differ with the thread count, and more threads than free cores crawl under ``-n``.
     """
     made: dict[str, ShrinkSubject] = {}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(value(pytestconfig, "shrink_threads"))
 
     def get(suite: str) -> ShrinkSubject:
         if suite not in SUITES:
@@ -82,7 +100,8 @@ def shrink_subject_factory(shrink_subjects: Callable[..., Subject], _shrink_disc
                 pytest.skip(str(exc))
         return made[suite]
 
-    return get
+    yield get
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture

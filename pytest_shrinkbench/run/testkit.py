@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from functools import cached_property
 from typing import Any, Mapping
 
 import torch
@@ -21,7 +20,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from ..measure.structured import pruned_flops
-from ..prunable import count_parameters, prunable_parameters
+from ..prunable import count_parameters, prunable_modules, prunable_parameters
 from ..sandbox.context import PruneContext
 from ..sandbox.methods import Method
 from ..suites.recipe import Recipe
@@ -30,7 +29,7 @@ from ..suites.subject import Subject
 from ..suites.training import evaluate, optimizer_steps
 from .gradual import gradual_schedule
 from .guards import isolated_globals
-from .invariants import check_architecture, shapes
+from .invariants import shapes
 from .masks import apply_masks, validate_masks
 from .pruning import check_compression, prune_step
 
@@ -113,12 +112,12 @@ class ShrinkSubject:
         return {"params_total": total, "params_nonzero": nonzero, "compression": total / nonzero if nonzero else None,
                 **pruned_flops(model, self.subject.dense_flops, self.subject.channel_links)}
 
-    @cached_property
-    def _shapes(self) -> dict[str, tuple[int, ...]]:
-        return shapes(self.model())
-
     def _same_architecture(self, model: nn.Module) -> nn.Module:
-        check_architecture(self._shapes, model, f"the model given for suite {self.name!r}")
+        """``model`` itself, if its conv and linear layers are the suite's (the FLOPs are counted per layer)."""
+        layers, expected = sorted(prunable_modules(model)), sorted(self.subject.dense_flops)
+        if layers != expected:
+            raise ValueError(f"the model is not suite {self.name!r}'s: its conv and linear layers are {layers}, "
+                             f"the suite's are {expected}")
         return model
 
     def _masked(self, model: nn.Module, masks: Mapping[str, Tensor]) -> nn.Module:
@@ -169,10 +168,15 @@ class ShrinkMethod:
         compression = float(ratio)
         if m.steps > 1:
             compression = gradual_schedule(ratio, m.steps, optimizer_steps(s.data.train, s.suite.finetune_recipe))[0][0]
-        torch.manual_seed(seed)
-        model = s.fresh_model()
-        inputs, targets = s.batch(seed)
-        ctx = PruneContext(model, compression, inputs, targets, seed=seed, step=0, steps=m.steps)
-        with isolated_globals():
-            masks = prune_step(m, ctx, model, shapes(model), f"method {m.name!r}", {})
+        masks, model = _first_step(m, s, compression, seed)
         return Pruned(m.name, s.suite.name, float(ratio), seed, compression, masks, model)
+
+
+def _first_step(m: Method, subject: Subject, compression: float, seed: int) -> tuple[dict[str, Tensor], nn.Module]:
+    """A case's first call of ``m``, in this process: the harness's own pruning step, given what a case gives."""
+    torch.manual_seed(seed)
+    model = subject.fresh_model()
+    inputs, targets = subject.batch(seed)
+    ctx = PruneContext(model, compression, inputs, targets, seed=seed, step=0, steps=m.steps)
+    with isolated_globals():
+        return prune_step(m, ctx, model, shapes(model), f"method {m.name!r}", {}), model
