@@ -12,6 +12,7 @@ their sandbox.
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -162,8 +163,8 @@ class ShrinkMethod:
         the masks of a method that misses it. A gradual method (``steps > 1``) makes its first call, whose
         target is the first of its schedule (``Pruned.compression``).
         """
-        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not ratio >= 1:
-            raise ValueError(f"ratio must be a number >= 1, got {ratio!r}")
+        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 1 <= ratio < math.inf:
+            raise ValueError(f"ratio must be a finite number >= 1, got {ratio!r}")
         m, s = self.method, subject.subject
         compression = float(ratio)
         if m.steps > 1:

@@ -175,7 +175,7 @@ def test_a_gradual_method_makes_its_first_call(cnn: ShrinkSubject) -> None:
     cnn.check_masks(pruned.model, pruned.masks, first)
 
 
-@pytest.mark.parametrize("ratio", [0.5, "8", True, float("nan")])
-def test_a_ratio_that_is_not_a_number_of_at_least_one_is_refused(cnn: ShrinkSubject, ratio: object) -> None:
-    with pytest.raises(ValueError, match=r"^ratio must be a number >= 1, got "):
+@pytest.mark.parametrize("ratio", [0.5, "8", True, float("nan"), float("inf")])
+def test_a_ratio_that_is_not_a_finite_number_of_at_least_one_is_refused(cnn: ShrinkSubject, ratio: object) -> None:
+    with pytest.raises(ValueError, match=r"^ratio must be a finite number >= 1, got "):
         called(magnitude)(cnn, ratio)
