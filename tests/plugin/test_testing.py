@@ -86,14 +86,20 @@ def test_a_wrong_use_fails_with_one_line(project: pytest.Pytester, source: str, 
     assert not [line for line in result.stdout.lines if line.startswith("E ")], "no traceback: the line says it all"
 
 
-def test_a_sessions_methods_are_forgotten_after_it(project: pytest.Pytester) -> None:
-    """Methods of a project's files must not leak into the next session run in the same process."""
-    project.mkdir("methods").joinpath("mine.py").write_text(
-        "from pytest_shrinkbench import method\n\n@method('fixtures-mine')\ndef mine(ctx):\n    return {}\n"
-    )
-    project.makepyfile(test_found="def test_found(shrink_method):\n    assert shrink_method('fixtures-mine').name == 'fixtures-mine'\n")
-    project.runpytest().assert_outcomes(passed=1)
-    assert "fixtures-mine" not in METHODS
+def test_methods_are_found_where_the_benchmark_finds_them_and_forgotten_after_the_session(project: pytest.Pytester) -> None:
+    """methods/, shrink_method_dirs, a conftest and installed packages; none may leak into the next session in this process."""
+    define = "from pytest_shrinkbench import method\n\n@method('{0}')\ndef {1}(ctx):\n    return {{}}\n"
+    project.mkdir("methods").joinpath("mine.py").write_text(define.format("fixtures-file", "in_file"))
+    project.mkdir("more").joinpath("theirs.py").write_text(define.format("fixtures-dir", "in_dir"))
+    project.makeconftest(define.format("fixtures-conftest", "in_conftest"))
+    project.makeini("[pytest]\nshrink_method_dirs = more\n")
+    project.makepyfile(test_found=(
+        "import pytest\n\n"
+        "@pytest.mark.parametrize('name', ['fixtures-file', 'fixtures-dir', 'fixtures-conftest', 'random'])\n"
+        "def test_found(shrink_method, name):\n    assert shrink_method(name).name == name\n"
+    ))
+    project.runpytest().assert_outcomes(passed=4)
+    assert not {"fixtures-file", "fixtures-dir", "fixtures-conftest"} & set(METHODS.names())
 
 
 def test_the_docs_page_shows_the_example_files_exactly() -> None:
