@@ -57,8 +57,9 @@ def test_the_mark_runs_a_test_once_per_suite_and_the_closest_mark_wins(project: 
 
 def test_the_fixtures_are_listed_with_their_docs(project: pytest.Pytester) -> None:
     result = project.runpytest("--fixtures")
-    for name in ("shrink_subject", "shrink_subject_factory", "shrink_method"):
-        result.stdout.fnmatch_lines([f"{name}*", "*"])
+    result.stdout.fnmatch_lines(["shrink_subject -- *testing.py:*", "    The subject of this test's suite*"])
+    result.stdout.fnmatch_lines(["shrink_method [[]session scope[]] -- *", '    ``shrink_method("mine")``: the registered method*'])
+    result.stdout.fnmatch_lines(["shrink_subject_factory [[]session scope[]] -- *", "    ``shrink_subject_factory(*"])
     result = project.runpytest("--markers")
     result.stdout.fnmatch_lines(["@pytest.mark.shrink_suite(*names): run the test once per suite*"])
 
