@@ -14,6 +14,7 @@ import pytest
 
 from ..identity import CaseSpec
 from ..results.gate import load_baseline
+from ..sandbox.methods import ENTRY_POINT_GROUP
 from ..shards import Shard
 from ..suites.checkpoints import Checkpoint, parse_weights
 from ..suites.registry import SUITES
@@ -79,9 +80,6 @@ CONFIG_KEY = pytest.StashKey[ShrinkConfig]()
 SANDBOX_KEY = pytest.StashKey["Sandbox"]()
 
 
-METHOD_ENTRY_POINTS = "pytest_shrinkbench.methods"  # the entry-point group installed packages list method modules under
-
-
 def method_folders(config: pytest.Config) -> list[Path]:
     """Where a session looks for method files: ``methods/`` under the rootdir, then the ini's ``shrink_method_dirs``."""
     return [config.rootpath / "methods", *(Path(p) for p in config.getini("shrink_method_dirs"))]
@@ -91,7 +89,7 @@ def searched(config: pytest.Config) -> str:
     """Where methods were looked for, for a user whose method is missing (often: pytest ran from another folder)."""
     folders = ", ".join(f"{f}/*.py" + ("" if f.is_dir() else " (no such folder)") for f in method_folders(config))
     return (f"methods are looked for in {folders}, in conftest.py files, and in installed packages' "
-            f"{METHOD_ENTRY_POINTS!r} entry points; the rootdir is {config.rootpath}")
+            f"{ENTRY_POINT_GROUP!r} entry points; the rootdir is {config.rootpath}")
 
 
 def select(spec: str, known: Mapping[str, Any], where: str = "") -> list[str]:

@@ -34,7 +34,7 @@ def _origin(method: Method, preexisting: set[str], installed: set[str]) -> str:
     module = method.fn.__module__
     if module.startswith(METHOD_FILES_NAMESPACE + "."):
         return f"file:{inspect.getsourcefile(method.fn)}"
-    if method.name in preexisting and module not in installed:
+    if method.name in preexisting and not any(module == m or module.startswith(m + ".") for m in installed):
         return "registered"
     return f"module:{module}"
 
@@ -49,6 +49,7 @@ def find_methods(folders: Iterable[Path]) -> dict[str, Any]:
     preexisting, suites_before = set(METHODS.names()), set(SUITES.names())
     errors: dict[str, str] = {}
     entries = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+    installed = {entry.module for entry in entries}
     for entry in entries:
         try:
             importlib.import_module(entry.module)
@@ -57,8 +58,7 @@ def find_methods(folders: Iterable[Path]) -> dict[str, Any]:
     found = load_files([f for f in folders if f.is_dir()], namespace=METHOD_FILES_NAMESPACE)
     errors.update({str(path): message for path, message in found.items()})
     methods = [
-        MethodInfo(m.name, _origin(m, preexisting, {e.module for e in entries}), source_hash(m.fn), m.baseline, m.steps,
-                   m.regrowth)
+        MethodInfo(m.name, _origin(m, preexisting, installed), source_hash(m.fn), m.baseline, m.steps, m.regrowth)
         for m in (METHODS.get(name) for name in METHODS.names())
     ]
     return {"methods": methods, "errors": errors, "suites": sorted(set(SUITES.names()) - suites_before)}
