@@ -127,14 +127,15 @@ def main() -> None:
         main_job = measure_main_job()
         print(f"  main job: pytest exit code {main_job.returncode}: {main_job.last_line}")
 
-    sandboxed: list[float] = []
-    in_process: list[float] = []
+    sandboxed: list[Run] = []
+    in_process: list[Run] = []
     for pair in range(args.sandbox_pairs):
         order = [(sandboxed, ()), (in_process, ("--shrink-sandbox=in-process",))]
-        for times, extra in order if pair % 2 == 0 else reversed(order):
+        for runs, extra in order if pair % 2 == 0 else reversed(order):
             run = measure_main_job(*extra)
-            times.append(run.wall)
-            print(f"  pair {pair + 1}: {' '.join(extra) or 'sandboxed'}: {run.wall:.1f} s (exit code {run.returncode})")
+            runs.append(run)
+            print(f"  pair {pair + 1}: {' '.join(extra) or 'sandboxed'}: wall {run.wall:.1f} s, CPU {run.cpu:.1f} s, load average "
+                  f"{run.load_before:.2f} -> {run.load_after:.2f} (exit code {run.returncode})", flush=True)
 
     print()
     print("summary")
@@ -148,10 +149,12 @@ def main() -> None:
             f"{verdict(main_job.wall, MAIN_JOB_TARGET_S)}{failed}"
         )
     if sandboxed:
-        ratio = statistics.median(sandboxed) / statistics.median(in_process)
-        print(f"  main job sandboxed / in-process: {ratio:.3f} (medians {statistics.median(sandboxed):.1f} s / "
-              f"{statistics.median(in_process):.1f} s over {len(sandboxed)} pairs; target <= {SANDBOX_TARGET})"
-              f"{verdict(ratio, SANDBOX_TARGET)}")
+        wall = [statistics.median(r.wall for r in runs) for runs in (sandboxed, in_process)]
+        cpu = [statistics.median(r.cpu for r in runs) for runs in (sandboxed, in_process)]
+        print(f"  main job sandboxed / in-process wall time: {wall[0] / wall[1]:.3f} (medians {wall[0]:.1f} s / {wall[1]:.1f} s "
+              f"over {len(sandboxed)} pairs; target <= {SANDBOX_TARGET}){verdict(wall[0] / wall[1], SANDBOX_TARGET)}")
+        print(f"  main job sandboxed / in-process CPU time (all processes, children included): {cpu[0] / cpu[1]:.3f} "
+              f"(medians {cpu[0]:.1f} s / {cpu[1]:.1f} s)")
 
 
 if __name__ == "__main__":
