@@ -137,9 +137,20 @@ class PruneContext:
 
 
 def _keep_largest(scores: Tensor, keep: int) -> Tensor:
-    """Boolean mask removing the ``numel - keep`` smallest scores (torch.topk, as torch's L1Unstructured)."""
-    mask = torch.ones_like(scores, dtype=torch.bool)
+    """Boolean mask removing the ``numel - keep`` smallest scores, exactly the set torch's L1Unstructured drops.
+
+    Where that set is unambiguous (no tie straddles the threshold, the usual case with real-valued
+    scores), a selection finds the threshold in linear time; ``torch.topk`` with a large ``k``, which
+    L1Unstructured uses, sorts and took most of a magnitude method's time (44 ms of 431k scores on one
+    CPU thread, against 6). Where ties straddle the threshold, ``topk`` itself picks, so that the
+    choice among equal scores stays torch's.
+    """
     drop = scores.numel() - keep
-    if drop > 0:
-        mask[torch.topk(scores, k=drop, largest=False).indices] = False
+    if drop <= 0:
+        return torch.ones_like(scores, dtype=torch.bool)
+    mask = scores > torch.kthvalue(scores, drop).values
+    if int(mask.sum()) == keep:
+        return mask
+    mask = torch.ones_like(scores, dtype=torch.bool)
+    mask[torch.topk(scores, k=drop, largest=False).indices] = False
     return mask

@@ -14,6 +14,7 @@ from torch import nn
 from pytest_shrinkbench import PruneContext, prune
 from pytest_shrinkbench.prunable import count_parameters, prunable_modules
 from pytest_shrinkbench.run.masks import apply_masks, validate_masks
+from pytest_shrinkbench.sandbox.context import _keep_largest
 from pytest_shrinkbench.sandbox.methods import load_installed
 
 load_installed()  # registers the baselines
@@ -246,3 +247,29 @@ def test_global_magnitude_equals_torch_with_ties(ratio):
     magnitudes = torch.cat([m.weight.abs().flatten() for m in (model.conv, model.fc1, model.fc2)])
     assert magnitudes.unique().numel() < 10  # ties really are there
     check_matches_torch(model, ratio)
+
+
+@pytest.mark.parametrize("case", ["distinct", "straddling ties", "ties below", "all equal", "keep none", "keep all"])
+def test_keep_top_drops_exactly_the_set_torch_prune_drops(case):
+    """The threshold shortcut gives L1Unstructured's masks bit for bit, and defers to torch's own topk where ties
+    straddle the threshold (which of several equal scores goes is then torch's choice, as before)."""
+    generator = torch.Generator().manual_seed(3)
+    scores = torch.rand(4000, generator=generator)
+    keep = 1000
+    if case == "straddling ties":
+        scores[torch.randperm(4000, generator=generator)[:400]] = scores.sort().values[3000]
+    elif case == "ties below":
+        scores[:2000] = 0.0  # a gradual method's second step: the pruned weights all score zero
+    elif case == "all equal":
+        scores = torch.ones(4000)
+    elif case == "keep none":
+        keep = 0
+    elif case == "keep all":
+        keep = 4000
+    layer = nn.Linear(4000, 1, bias=False)
+    with torch.no_grad():
+        layer.weight.copy_(scores[None])
+    reference = tprune.l1_unstructured(layer, "weight", amount=4000 - keep).weight_mask[0].bool()
+    mask = _keep_largest(scores, keep)
+    assert int(mask.sum()) == keep
+    assert torch.equal(mask, reference)
