@@ -25,7 +25,9 @@ import torch
 #    so a method can no longer advance the RNG that dropout draws from (suites with dropout change).
 # 6: an augmenting suite's pruning batch (CIFAR-10's random crops and flips) is drawn with torch's RNG seeded by
 #    the case's seed; in 5 it followed whatever the process had drawn before (other cases on the same worker).
-MEASURE_VERSION = 6
+# 7: a case's fresh models (the invariant checks') are copies of one built once, so a check in the middle of a
+#    gradual method's fine-tuning no longer draws from torch's RNG (its dropout and augmentation draws change).
+MEASURE_VERSION = 7
 
 # What makes two results interchangeable: the same method code on the same base weights, recipe,
 # ratio and seed, computed by the same software with the same thread count on the same kind of device.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import io
 import json
@@ -57,6 +58,7 @@ class Subject:
     base_top5: float = field(init=False)
     dense_flops: dict[str, int] = field(init=False)
     channel_links: dict[str, Link] | None = field(init=False)  # None: torch.fx could not trace the model
+    _pristine: nn.Module | None = field(init=False, default=None, repr=False)
 
     def __post_init__(self) -> None:
         model = self.fresh_model()
@@ -70,10 +72,12 @@ class Subject:
         return self.suite.input_shape or tuple(self.data.train[0][0].shape)
 
     def fresh_model(self) -> nn.Module:
-        """A new model holding the base weights: every case starts from exactly this."""
-        model = self.suite.build_model().to(self.device)
-        model.load_state_dict(self.state)
-        return model
+        """A new model holding the base weights: every case starts from exactly this. A copy of one built once and never
+        handed out: no weights initialised again (3 of 4 ms on 431k parameters), no draw from torch's RNG mid-case."""
+        if self._pristine is None:
+            self._pristine = self.suite.build_model().to(self.device)
+            self._pristine.load_state_dict(self.state)
+        return copy.deepcopy(self._pristine)
 
     def batch(self, seed: int, size: int = 256) -> tuple[Tensor, Tensor]:
         """A seeded batch of *training* examples, for methods that score weights by data."""
@@ -92,26 +96,16 @@ class Subject:
 
 
 def checkpoint_key(suite: Suite, data_id: str = "") -> str:
-    """Cache key of a suite's trained base model: a new recipe, architecture, torch or data gets a new file.
-
-    ``data_id`` is a hash of the data files' contents for suites whose data is on disk (empty for
-    embedded data, whose keys are unchanged by it).
-    """
+    """Cache key of a suite's trained base model: a new recipe, architecture, torch or data (``data_id``, a hash of
+    the files of a suite whose data is on disk; empty for embedded data) gets a new file."""
     fields = {"suite": suite.name, "recipe": asdict(suite.base_recipe), "arch": repr(suite.build_model()), "torch": torch.__version__}
     if data_id:
         fields["data"] = data_id
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def load_subject(
-    suite_name: str,
-    cache_dir: Path | None = None,
-    device: str | torch.device = "cpu",
-    *,
-    data_root: Path | None = None,
-    weights: Path | None = None,
-    readonly: bool = False,
-) -> Subject:
+def load_subject(suite_name: str, cache_dir: Path | None = None, device: str | torch.device = "cpu", *,
+                 data_root: Path | None = None, weights: Path | None = None, readonly: bool = False) -> Subject:
     """Load the subject of ``suite_name``: its data (under ``data_root`` for suites of data on disk) and base weights.
 
     Base weights are, in order: the checkpoint ``weights`` (a state_dict file, loaded with
