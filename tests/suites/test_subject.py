@@ -125,3 +125,19 @@ def test_digits_are_read_exactly_as_scikit_learn_loads_them() -> None:
     bunch = load_digits()
     assert images.dtype == bunch.images.dtype and np.array_equal(images, bunch.images)
     assert np.array_equal(target, bunch.target) and target.dtype.kind == "i"
+
+
+def test_every_fresh_model_is_the_base_model_untouched_by_earlier_ones_and_draws_nothing_from_torchs_rng(
+        shrink_cache: Path) -> None:
+    """A case (or an invariant check halfway through a gradual method's fine-tuning) gets the base model; taking
+    one must not shift the random stream dropout and augmentation draw from."""
+    subject = load_subject("digits-mlp", cache_dir=shrink_cache)
+    with torch.no_grad():
+        for parameter in subject.fresh_model().parameters():
+            parameter.zero_()
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    model = subject.fresh_model()
+    assert torch.equal(torch.rand(3), expected), "taking a fresh model drew from torch's RNG"
+    assert state_digest(model.state_dict()) == subject.sha256, "a fresh model must hold exactly the base weights"
