@@ -18,6 +18,7 @@ from typing import Callable
 
 import torch
 
+from .hugepages import COLLAPSE_EVERY, collapse_private_memory
 from .walls import Walls
 
 PR_SET_PDEATHSIG = 1
@@ -69,6 +70,7 @@ def serve(sock: socket.socket, main: ChildMain, prepare: Prepare, hidden: list[P
     if warm is not None:
         warm()  # first-call costs (torch's lazy imports, allocator) paid once here, not in every child
     folders: dict[int, Path] = {}
+    taken = 0
     spare = _fork(main, walls, max_memory, sock)
     while True:
         try:
@@ -84,6 +86,9 @@ def serve(sock: socket.socket, main: ChildMain, prepare: Prepare, hidden: list[P
             os.close(spare.to_child)
             os.close(spare.from_child)
             folders[spare.pid] = spare.folder
+            taken += 1
+            if taken % COLLAPSE_EVERY == 0:
+                collapse_private_memory()  # a server that forks many children: make each fork and exit cheaper
             spare = _fork(main, walls, max_memory, sock)
         elif request["op"] == "prepare":
             error = prepare(request["key"], request["suite"], Path(request["path"]))

@@ -112,3 +112,18 @@ def test_the_public_apis_sandbox_knows_a_method_registered_after_it_started(shri
         assert default_sandbox() is not first and row["compression"] == pytest.approx(2.0, rel=0.005)
     finally:
         METHODS.retain(lambda m: m.fn is not late)
+
+
+def test_a_server_that_collapsed_its_memory_into_huge_pages_still_gives_every_child_the_same_model(
+        sandbox: Sandbox, shrink_cache: Path) -> None:
+    """Past COLLAPSE_EVERY children the server's memory is moved into huge pages: the children forked after
+    that see the same prepared model and answer exactly as the first did."""
+    from pytest_shrinkbench.sandbox.hugepages import COLLAPSE_EVERY
+
+    case = setup(sandbox, "global-magnitude", shrink_cache)
+    answers = []
+    for _ in range(COLLAPSE_EVERY + 2):
+        calls = sandbox.open(case)
+        answers.append(calls.call(8.0, 0, None).masks)
+        calls.close()
+    assert all(set(a) == set(answers[0]) and all(torch.equal(a[n], answers[0][n]) for n in a) for a in answers)
