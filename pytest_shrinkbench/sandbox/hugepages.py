@@ -8,7 +8,7 @@ few hundred entries to fork and free (a child that writes to a shared huge page 
 the 4 KiB it touched). Collapsing copies the memory once (0.1 to 0.7 s for 250 MB, by how recently
 the machine used the pages it gets), so the server collapses only once it has forked
 :data:`COLLAPSE_EVERY` children, and again every as many: ranges already collapsed cost nothing again,
-and a session of a few cases, a test's, pays nothing. The memory collapsed is the server's own: it
+and a session of a few dozen cases per process (a test's, a small sweep's) pays nothing. The memory collapsed is the server's own: it
 stops sharing pages with the harness process it was forked from, which then no longer copies a page
 on its first write to it.
 
@@ -25,8 +25,9 @@ from pathlib import Path
 
 MADV_COLLAPSE = 25
 HUGE_PAGE = 2 * 2**20
-# Forks saved per collapse pay for it after about this many (13 ms saved per child, against 0.1 to 0.7 s).
-COLLAPSE_EVERY = 16
+# A collapse (0.1 to 0.7 s) pays for itself after about 35 children (13 ms saved on each): a process that has run
+# this many cases is likely to run as many again.
+COLLAPSE_EVERY = 32
 
 
 def _madvise() -> Callable[[int, int, int], int] | None:

@@ -199,10 +199,15 @@ def tail(log: Path) -> str:
 
 
 def _warm_up() -> None:
-    """Pay torch's first-call costs (lazy imports, module construction, the protocol) once, in the server."""
+    """Pay torch's first-call costs (lazy imports, module construction, the protocol) once, in the server.
+
+    ``torch.manual_seed`` is among them: without a GPU it queues the CUDA seed with a formatted stack
+    trace, and formatting reads the source of every file on the stack (1 to 2 ms in a fresh child)."""
     model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.ReLU(), nn.Flatten(), nn.Linear(2, 2))
     decode(encode(Answer(masks=dict(model.state_dict()))))
     torch.topk(torch.rand(8), 2)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
 
 
 _default: Sandbox | None = None
