@@ -81,6 +81,35 @@ def run_main_job(repo: Path, workers: int, extra: list[str], cache: Path | None 
     return Run(repo, workers, wall, cpu, load, os.getloadavg()[0], process.returncode, lines[-1] if lines else process.stderr[-300:])
 
 
+def run_main_jobs_at_once(repo: Path, jobs: list[tuple[list[str], int]], cache: Path | None = None) -> list[Run]:
+    """Several main jobs of ``repo`` at the same time, ``-n 1`` each, each pinned to its own core (``jobs``: extra
+    pytest arguments and the core), timed each from the common start to its own end. Jobs that run at once see
+    the same machine: a drift of a shared machine's speed slows all of them alike. A job's children (its
+    worker, the sandbox's processes) inherit its core, so whatever else it runs costs it wall time."""
+    with tempfile.TemporaryDirectory(prefix="shrinkbench-main-jobs-") as folder:
+        started = []
+        load = os.getloadavg()[0]
+        start = time.perf_counter()
+        for index, (extra, core) in enumerate(jobs):
+            results, log = Path(folder) / f"results-{index}", open(Path(folder) / f"log-{index}", "w+")
+            command = [sys.executable, "-m", "pytest", *MAIN_JOB_ARGS, "-n", "1", f"--shrink-results={results}", *extra]
+            process = subprocess.Popen(command, cwd=repo, env=environment(repo, cache), stdout=log, stderr=subprocess.STDOUT,
+                                       preexec_fn=lambda core=core: os.sched_setaffinity(0, {core}))
+            started.append((process, log))
+        ended: dict[int, tuple[float, float, int]] = {}
+        while len(ended) < len(started):
+            pid, status, usage = os.wait4(-1, 0)
+            ended[pid] = (time.perf_counter() - start, usage.ru_utime + usage.ru_stime, os.waitstatus_to_exitcode(status))
+        runs = []
+        for process, log in started:
+            wall, cpu, code = ended[process.pid]
+            log.seek(0)
+            lines = log.read().strip().splitlines()
+            log.close()
+            runs.append(Run(repo, 1, wall, cpu, load, os.getloadavg()[0], code, lines[-1] if lines else ""))
+        return runs
+
+
 def describe(run: Run) -> str:
     status = "" if run.returncode == 0 else f"  EXIT CODE {run.returncode}"
     return (f"{run.repo} -n {run.workers}: wall {run.wall:.1f} s, CPU {run.cpu:.1f} s, load average {run.load_before:.2f} -> "

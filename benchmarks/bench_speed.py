@@ -27,6 +27,12 @@ run. This script measures, in one run on this machine:
    pages once a process has run 32 cases) count as often as in the job a user runs. CPU time (all
    processes, children included) is printed beside the wall time.
 
+4. with ``--sandbox-pinned N``: the same ratio measured another way, immune to the machine's drift: both
+   modes run the main job *at the same time*, ``-n 1`` each, each pinned to a core of its own (its
+   worker, fork server and children included), N rounds that swap the cores. Each job has one core for
+   all it runs, as at ``-n 2`` on two cores, where the sandbox's processes take time from the workers.
+   It needs two cores; the ratio is of the sums over the rounds.
+
 It is a measurement, not a gate: it exits 0 whether or not the targets are met, and prints
 "ABOVE TARGET" next to any that is missed. Base models come from ``$SHRINKBENCH_CACHE`` if set,
 else the user cache dir (trained there on first use).
@@ -46,7 +52,7 @@ import statistics
 from pathlib import Path
 
 import torch
-from bench_main_job import Run, run_main_job, warm_caches  # a sibling script (benchmarks/ is on sys.path)
+from bench_main_job import Run, run_main_job, run_main_jobs_at_once, warm_caches  # a sibling script (benchmarks/ is on sys.path)
 
 from pytest_shrinkbench import prune
 from pytest_shrinkbench.prunable import prunable_parameters
@@ -120,6 +126,8 @@ def main() -> None:
     parser.add_argument("--skip-main-job", action="store_true", help="skip timing the default main job (about a minute)")
     parser.add_argument("--sandbox-rounds", type=int, default=0, metavar="N",
                         help="also time the whole main job sandboxed vs in-process, N rounds of one pair (N x 7 minutes)")
+    parser.add_argument("--sandbox-pinned", type=int, default=0, metavar="N",
+                        help="also time both modes at the same time, -n 1 each on a core of its own, N rounds (N x 5 minutes)")
     args = parser.parse_args()
 
     torch.set_num_threads(1)
@@ -147,6 +155,18 @@ def main() -> None:
         print(f"  round {round_ + 1}: sandboxed / in-process wall {sandboxed[-1].wall / in_process[-1].wall:.3f}, "
               f"CPU {sandboxed[-1].cpu / in_process[-1].cpu:.3f}", flush=True)
 
+    pinned: list[tuple[Run, Run]] = []
+    if args.sandbox_pinned:
+        warm_caches(REPO_ROOT)
+        cores = sorted(os.sched_getaffinity(0))[:2]
+    for round_ in range(args.sandbox_pinned):
+        first, second = cores if round_ % 2 == 0 else cores[::-1]
+        boxed, bare = run_main_jobs_at_once(REPO_ROOT, [([], first), (["--shrink-sandbox=in-process"], second)])
+        pinned.append((boxed, bare))
+        print(f"  pinned round {round_ + 1}: sandboxed on core {first}: wall {boxed.wall:.1f} s, CPU {boxed.cpu:.1f} s "
+              f"(exit code {boxed.returncode}); in-process on core {second}: wall {bare.wall:.1f} s, CPU {bare.cpu:.1f} s "
+              f"(exit code {bare.returncode}); ratio {boxed.wall / bare.wall:.3f}", flush=True)
+
     print()
     print("summary")
     print(f"  masked/dense fine-tuning time: {ratio:.2f} (target <= {FINETUNE_TARGET:.2f}){verdict(ratio, FINETUNE_TARGET)}")
@@ -167,6 +187,12 @@ def main() -> None:
               f"{verdict(wall[0] / wall[1], SANDBOX_TARGET)}{f'  ({failed} runs failed)' if failed else ''}")
         print(f"  main job sandboxed / in-process CPU time (all processes, children included): {cpu[0] / cpu[1]:.3f} "
               f"({cpu[0]:.1f} s / {cpu[1]:.1f} s)")
+    if pinned:
+        wall = [sum(pair[k].wall for pair in pinned) for k in (0, 1)]
+        failed = sum(r.returncode != 0 for pair in pinned for r in pair)
+        print(f"  main job at the same time, -n 1 each on its own core, sandboxed / in-process wall time: {wall[0] / wall[1]:.3f} "
+              f"({wall[0]:.1f} s / {wall[1]:.1f} s over {len(pinned)} round(s); target <= {SANDBOX_TARGET})"
+              f"{verdict(wall[0] / wall[1], SANDBOX_TARGET)}{f'  ({failed} runs failed)' if failed else ''}")
 
 
 if __name__ == "__main__":
