@@ -461,6 +461,10 @@ def main() -> None:
         print(f"  harness (load_subject + run_case): {harness_rate:.1f} experiments/minute ({harness_s:.2f} s per {n} experiments, "
               f"of which subject load {load_s:.2f} s)")
         print(f"  harness / bare: {harness_rate / bare_rate:.3f} (target >= {TARGET}){'' if harness_rate / bare_rate >= TARGET else '  BELOW TARGET'}")
+        # The most any harness could reach on these experiments: its fine-tuning alone, with nothing else in a case (no
+        # method call, no evaluation, no check, no subject load), against the whole bare experiment.
+        print(f"  ceiling: bare experiment / harness fine-tuning alone: {bare_s / n / ft_s:.3f} (what harness / bare would be if "
+              f"everything but the fine-tuning cost nothing)")
         # CPU time is what other processes on a shared machine disturb least: a second opinion on the ratio.
         cpu_ratio = statistics.median(bare_cpu) / statistics.median(run.cpu for run in harnesses)
         print(f"  by process CPU time instead of wall time: bare {per_minute(n, statistics.median(bare_cpu)):.1f}, "
