@@ -7,10 +7,10 @@ on the cores the cases run on. Collapsed into 2 MiB transparent huge pages, the 
 few hundred entries to fork and free (a child that writes to a shared huge page still copies only
 the 4 KiB it touched). Collapsing copies the memory once (0.1 to 0.7 s for 250 MB, by how recently
 the machine used the pages it gets), so the server collapses only once it has forked
-:data:`COLLAPSE_EVERY` children, and again every as many: ranges already collapsed cost nothing again,
-and a session of a few dozen cases per process (a test's, a small sweep's) pays nothing. The memory collapsed is the server's own: it
-stops sharing pages with the harness process it was forked from, which then no longer copies a page
-on its first write to it.
+:data:`COLLAPSE_EVERY` children, and again every as many: ranges already collapsed cost nothing
+again, and a session of a few dozen cases per process (a test's, a small sweep's) pays nothing.
+The memory collapsed is the server's own: it stops sharing pages with the harness process it was
+forked from, which then no longer copies a page on its first write to it.
 
 Linux 6.1 and newer (``MADV_COLLAPSE``); elsewhere, or where transparent huge pages are off, the
 call does nothing.
