@@ -202,7 +202,7 @@ def _warm_up() -> None:
     """Pay torch's first-call costs (lazy imports, module construction, the protocol) once, in the server.
 
     ``torch.manual_seed`` is among them: without a GPU it queues the CUDA seed with a formatted stack
-    trace, and formatting reads the source of every file on the stack (1 to 2 ms in a fresh child)."""
+    trace, and formatting reads the source of every file on the stack (about 1 ms in a fresh child)."""
     model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.ReLU(), nn.Flatten(), nn.Linear(2, 2))
     decode(encode(Answer(masks=dict(model.state_dict()))))
     torch.topk(torch.rand(8), 2)
