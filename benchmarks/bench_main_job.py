@@ -66,10 +66,15 @@ def warm_caches(repo: Path, cache: Path | None = None) -> None:
     subprocess.run([sys.executable, "-c", code], cwd=repo, env=environment(repo, cache), check=True)
 
 
+def main_job_command(workers: int, results: Path, extra: list[str]) -> list[str]:
+    """The main job's command line, results in ``results`` (a temporary folder: no store, nothing left behind)."""
+    return [sys.executable, "-m", "pytest", *MAIN_JOB_ARGS, "-n", str(workers), f"--shrink-results={results}", *extra]
+
+
 def run_main_job(repo: Path, workers: int, extra: list[str], cache: Path | None = None) -> Run:
     """The main job of the checkout ``repo`` with ``-n workers``, timed."""
     with tempfile.TemporaryDirectory(prefix="shrinkbench-main-job-") as results:
-        command = [sys.executable, "-m", "pytest", *MAIN_JOB_ARGS, "-n", str(workers), f"--shrink-results={results}", *extra]
+        command = main_job_command(workers, Path(results), extra)
         usage = resource.getrusage(resource.RUSAGE_CHILDREN)
         load = os.getloadavg()[0]
         start = time.perf_counter()
@@ -92,8 +97,7 @@ def run_main_jobs_at_once(repo: Path, jobs: list[tuple[list[str], int]], cache: 
         start = time.perf_counter()
         for index, (extra, core) in enumerate(jobs):
             results, log = Path(folder) / f"results-{index}", open(Path(folder) / f"log-{index}", "w+")
-            command = [sys.executable, "-m", "pytest", *MAIN_JOB_ARGS, "-n", "1", f"--shrink-results={results}", *extra]
-            process = subprocess.Popen(command, cwd=repo, env=environment(repo, cache), stdout=log, stderr=subprocess.STDOUT,
+            process = subprocess.Popen(main_job_command(1, results, extra), cwd=repo, env=environment(repo, cache), stdout=log, stderr=subprocess.STDOUT,
                                        preexec_fn=lambda core=core: os.sched_setaffinity(0, {core}))
             started.append((process, log))
         ended: dict[int, tuple[float, float, int]] = {}
@@ -103,6 +107,7 @@ def run_main_jobs_at_once(repo: Path, jobs: list[tuple[list[str], int]], cache: 
         runs = []
         for process, log in started:
             wall, cpu, code = ended[process.pid]
+            process.returncode = code  # reaped by wait4 above: tell Popen, so it does not think it still runs
             log.seek(0)
             lines = log.read().strip().splitlines()
             log.close()

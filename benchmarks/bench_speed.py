@@ -143,7 +143,9 @@ def main() -> None:
 
     sandboxed: list[Run] = []
     in_process: list[Run] = []
-    if args.sandbox_rounds:
+    if args.sandbox_pinned and len(os.sched_getaffinity(0)) < 2:
+        parser.error("--sandbox-pinned needs two cores: one for each mode's job")
+    if args.sandbox_rounds or args.sandbox_pinned:
         warm_caches(REPO_ROOT)  # once: every run then only loads the cached base models
     for round_ in range(args.sandbox_rounds):
         order = [(sandboxed, []), (in_process, ["--shrink-sandbox=in-process"])]
@@ -156,9 +158,7 @@ def main() -> None:
               f"CPU {sandboxed[-1].cpu / in_process[-1].cpu:.3f}", flush=True)
 
     pinned: list[tuple[Run, Run]] = []
-    if args.sandbox_pinned:
-        warm_caches(REPO_ROOT)
-        cores = sorted(os.sched_getaffinity(0))[:2]
+    cores = sorted(os.sched_getaffinity(0))[:2]
     for round_ in range(args.sandbox_pinned):
         first, second = cores if round_ % 2 == 0 else cores[::-1]
         boxed, bare = run_main_jobs_at_once(REPO_ROOT, [([], first), (["--shrink-sandbox=in-process"], second)])

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from pytest_shrinkbench.errors import CaseFailure
+from pytest_shrinkbench.sandbox.hugepages import COLLAPSE_EVERY
 from pytest_shrinkbench.sandbox.protocol import Setup
 from pytest_shrinkbench.sandbox.runner import Sandbox
 from pytest_shrinkbench.suites.subject import load_subject
@@ -118,8 +119,6 @@ def test_a_server_that_collapsed_its_memory_into_huge_pages_still_gives_every_ch
         sandbox: Sandbox, shrink_cache: Path) -> None:
     """Past COLLAPSE_EVERY children the server's memory is moved into huge pages: the children forked after
     that see the same prepared model and answer exactly as the first did."""
-    from pytest_shrinkbench.sandbox.hugepages import COLLAPSE_EVERY
-
     case = setup(sandbox, "global-magnitude", shrink_cache)
     answers = []
     for _ in range(COLLAPSE_EVERY + 2):
