@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 from torch import nn
@@ -11,10 +11,17 @@ from torch import nn
 from ..errors import CaseFailure
 from ..prunable import count_parameters
 from ..sandbox.runner import MethodCalls
-from .masks import apply_masks, validate_masks
+from .masks import apply_masks, validate_masks, validate_pattern
 
 # Achieved compression may differ from the requested one by rounding to whole parameters only.
 COMPRESSION_TOLERANCE = 0.005
+
+
+def record_size(model: nn.Module, result: dict[str, Any]) -> tuple[int, int]:
+    """The model's total and non-zero parameters, and its whole-model compression, into ``result``."""
+    total, nonzero = count_parameters(model)
+    result.update(params_total=total, params_nonzero=nonzero, compression=total / nonzero if nonzero else None)
+    return total, nonzero
 
 
 def check_compression(model: nn.Module, target: float, when: str = "", masks: dict[str, torch.Tensor] | None = None,
@@ -22,9 +29,7 @@ def check_compression(model: nn.Module, target: float, when: str = "", masks: di
     """Total and non-zero parameters, failing the case unless they reach ``target``. With ``masks`` (a gradual
     method's intermediate step) the prunable weights count by their masks: a regrown weight is kept though still zero.
     ``result`` gets the model's counts before any failure, so a failed row still says what was achieved."""
-    total, nonzero = count_parameters(model)
-    if result is not None:
-        result.update(params_total=total, params_nonzero=nonzero, compression=total / nonzero if nonzero else None)
+    total, nonzero = record_size(model, result if result is not None else {})
     if masks is not None and prunable is not None:
         nonzero += sum(int(masks[n].sum()) - int(torch.count_nonzero(p)) for n, p in prunable.items())
     if nonzero == 0 or abs(total / nonzero / target - 1) > COMPRESSION_TOLERANCE:
@@ -37,11 +42,14 @@ def check_compression(model: nn.Module, target: float, when: str = "", masks: di
 
 
 def prune_step(calls: MethodCalls, prunable: dict[str, nn.Parameter], compression: float, step: int,
-               state: dict[str, torch.Tensor] | None, result: dict[str, Any]) -> dict[str, torch.Tensor]:
+               state: dict[str, torch.Tensor] | None, result: dict[str, Any], pattern: tuple[int, int] | None = None,
+               input_dims: Mapping[str, int] | None = None) -> dict[str, torch.Tensor]:
     """Call the method across the boundary (its time, child process included, added to ``prune_seconds``),
     check what came back, and apply it to the harness's own model; return the harness's copy of the masks.
 
     ``state`` is what the method sees of the model at this call (None: the base weights it started from).
+    ``pattern``: the method's declared N:M pattern, checked on every mask along ``input_dims``; the weights it
+    leaves dense are recorded in ``result``.
     """
     start = time.perf_counter()
     answer = calls.call(compression, step, state)
@@ -49,6 +57,8 @@ def prune_step(calls: MethodCalls, prunable: dict[str, nn.Parameter], compressio
     if answer.error is not None:
         raise CaseFailure(answer.error)
     masks = validate_masks(answer.masks, prunable)
+    if pattern is not None:
+        result["pattern_dense"] = validate_pattern(masks, input_dims or {}, pattern)
     changed = apply_masks(prunable, masks, answer.weights)
     result["weights_changed"] = result.get("weights_changed", 0) + changed
     return masks

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ..suites.registry import SUITES
-from .calling import answer_call
+from .calling import answer_call, case_context
 from .context import PruneContext
 from .discovery import find_methods, load_method
 from .protocol import Answer, Call, Discover, Setup, decode, receive, send
@@ -118,7 +118,7 @@ def _serve_case(setup: Setup, to_read: int, to_write: int) -> None:
         except EOFError:
             return
         if ctx is None:
-            ctx = PruneContext(model, call.compression, setup.inputs, setup.targets, seed=setup.seed, steps=method.steps)
+            ctx = case_context(setup, model, call.compression, method.steps)
         else:
             with torch.no_grad():
                 model.load_state_dict(call.state)

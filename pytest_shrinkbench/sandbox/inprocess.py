@@ -13,8 +13,9 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import CaseFailure
-from ..run.masks import validate_masks
-from .calling import answer_call
+from ..prunable import parse_pattern
+from ..run.masks import validate_masks, validate_pattern
+from .calling import answer_call, case_context
 from .child import model_for
 from .context import PruneContext
 from .discovery import load_method
@@ -33,8 +34,7 @@ class InProcessCalls:
 
     def call(self, compression: float, step: int, state: dict[str, Tensor] | None) -> Answer:
         if self.ctx is None:
-            self.ctx = PruneContext(self.model, compression, self.setup.inputs, self.setup.targets, seed=self.setup.seed,
-                                    steps=self.method.steps)
+            self.ctx = case_context(self.setup, self.model, compression, self.method.steps)
         else:
             with torch.no_grad():
                 self.model.load_state_dict(state)
@@ -68,8 +68,12 @@ def prune(
         fn = METHODS.get(method)
     else:
         fn = Method(getattr(method, "__name__", "method"), method)
-    ctx = PruneContext(model, compression, batch[0], batch[1], seed=seed)
+    pattern = parse_pattern(fn.pattern)
+    ctx = PruneContext(model, compression, batch[0], batch[1], seed=seed, pattern=pattern)
     answer = answer_call(fn, ctx)
     if answer.error is not None:
         raise CaseFailure(answer.error)
-    return validate_masks(answer.masks, ctx.prunable)
+    masks = validate_masks(answer.masks, ctx.prunable)
+    if pattern is not None:
+        validate_pattern(masks, ctx.input_dims, pattern)
+    return masks

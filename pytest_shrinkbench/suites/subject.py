@@ -19,9 +19,8 @@ from torch import Tensor, nn
 
 from ..errors import SuiteUnavailable
 from ..identity import file_sha256, state_digest
-from ..measure.flops import module_flops
-from ..measure.structured import Link, channel_links
-from ..prunable import prunable_modules
+from ..measure.structured import Link, channel_links, weight_links
+from ..prunable import Trace, example_input, trace_model
 from .decoded import take
 from .decoding import prepared
 from .registry import SUITES, Splits, Suite
@@ -46,7 +45,8 @@ def default_cache_dir() -> Path:
 
 @dataclass
 class Subject:
-    """One suite in one session: data, base weights (with their identity, a hash of their tensors) and dense FLOPs per layer."""
+    """One suite in one session: data, base weights (with their identity, a hash of their tensors), and what one
+    traced forward pass says of the model: its prunable weights and each one's dense FLOPs."""
 
     suite: Suite
     data: Splits
@@ -56,20 +56,26 @@ class Subject:
     device: torch.device
     base_top1: float = field(init=False)
     base_top5: float = field(init=False)
-    dense_flops: dict[str, int] = field(init=False)
-    channel_links: dict[str, Link] | None = field(init=False)  # None: torch.fx could not trace the model
+    trace: Trace = field(init=False)
+    channel_links: dict[str, Link] | None = field(init=False)  # by weight name; None: torch.fx could not trace the model
     _pristine: nn.Module | None = field(init=False, default=None, repr=False)
 
     def __post_init__(self) -> None:
         model = self.fresh_model()
         self.base_top1, self.base_top5 = evaluate(model, self.data.test, device=self.device)
-        self.dense_flops = module_flops(model, self.input_shape, list(prunable_modules(model)))
-        self.channel_links = channel_links(model)
+        self.trace = trace_model(model, self.example, exclude=self.suite.exclude, embeddings=self.suite.prune_embeddings)
+        links = channel_links(model)
+        self.channel_links = weight_links(model, links) if links is not None else None
 
     @property
     def input_shape(self) -> tuple[int, ...]:
         """One example's shape (no batch dimension): the suite's, else that of the first training input."""
         return self.suite.input_shape or tuple(self.data.train[0][0].shape)
+
+    @property
+    def example(self) -> Tensor:
+        """One input (batch of 1, meta device) of the suite's shape and its data's dtype: what a trace runs on."""
+        return example_input(self.input_shape, self.data.train[0][0].dtype)
 
     def fresh_model(self) -> nn.Module:
         """A new model holding the base weights: every case starts from exactly this. A copy of one built once and never
