@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ..errors import CaseFailure
-from ..identity import CaseSpec, environment
+from ..identity import CaseSpec, environment, prunable_scope
 from ..measure.structured import pruned_flops
 from ..prunable import parse_pattern, prunable_parameters
 from ..sandbox.protocol import Setup
@@ -84,6 +84,8 @@ def provenance(spec: CaseSpec, subject: Subject, sandbox: Sandbox) -> dict[str, 
     hash, the base weights' identity, the recipe hash and the environment, and how its method is
     confined. With the spec, this is the case's identity in the results store
     (:func:`pytest_shrinkbench.identity.case_key`)."""
+    scope = prunable_scope(subject.suite.exclude, subject.suite.prune_embeddings)
+    scope = {"prunable_scope": scope} if scope else {}  # rows of suites that exclude nothing keep their keys and fields
     return dict(
         base_sha256=subject.sha256,
         recipe_hash=subject.suite.finetune_recipe.digest(),
@@ -92,7 +94,7 @@ def provenance(spec: CaseSpec, subject: Subject, sandbox: Sandbox) -> dict[str, 
         top5_base=subject.base_top5,
         sandbox=sandbox.level,
         **environment(subject.device),
-    )
+    ) | scope
 
 
 def _run(spec: CaseSpec, subject: Subject, result: dict[str, Any], sandbox: Sandbox) -> nn.Module:

@@ -15,7 +15,7 @@ from torch import nn
 class Recipe:
     """Optimizer and schedule of one training run (base training or per-case fine-tuning)."""
 
-    optimizer: str  # "sgd" or "adam"
+    optimizer: str  # "sgd", "adam" or "adamw" (decoupled weight decay)
     lr: float
     epochs: int
     batch_size: int
@@ -27,7 +27,9 @@ class Recipe:
             return torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
         if self.optimizer == "adam":
             return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
-        raise ValueError(f"unknown optimizer {self.optimizer!r} (expected 'sgd' or 'adam')")
+        if self.optimizer == "adamw":
+            return torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+        raise ValueError(f"unknown optimizer {self.optimizer!r} (expected 'sgd', 'adam' or 'adamw')")
 
     def make_scheduler(self, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler | None:
         """A per-epoch learning-rate schedule, or None for a constant rate."""
