@@ -37,6 +37,11 @@ KEY_FIELDS = (
 )
 # A row's setup: everything in the key except the case's coordinates (suite, method, ratio, seed).
 SETUP_FIELDS = ("method_hash", "base_sha256", "recipe_hash", "measure_version", "torch", "python", "threads", "device")
+# Fields that join a row's key and setup only when the row has them, after the others: a suite with a protocol
+# (a language model's corpus, context length, calibration, ...) keys its rows apart by it, while every row of a
+# suite without one keeps exactly the key it always had.
+OPTIONAL_KEY_FIELDS = ("protocol_hash",)
+PROTOCOL_HASH_CHARS = 12
 
 
 @dataclass(frozen=True)
@@ -96,18 +101,42 @@ def normal(field: str, value: Any) -> Any:
 
 
 def key_fields(row: dict[str, Any]) -> dict[str, Any]:
-    return {f: normal(f, row.get(f)) for f in KEY_FIELDS}
+    """:data:`KEY_FIELDS`, normalized, then those of :data:`OPTIONAL_KEY_FIELDS` the row has."""
+    fields = {f: normal(f, row.get(f)) for f in KEY_FIELDS}
+    fields.update({f: normal(f, row[f]) for f in OPTIONAL_KEY_FIELDS if row.get(f) is not None})
+    return fields
 
 
 def case_key(row: dict[str, Any]) -> str:
-    """The case key of a row (or of a case's identity before it runs): a hash of :data:`KEY_FIELDS`."""
-    blob = json.dumps([key_fields(row)[f] for f in KEY_FIELDS])
+    """The case key of a row (or of a case's identity before it runs): a hash of its :func:`key_fields`."""
+    blob = json.dumps(list(key_fields(row).values()))
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
 def setup_of(row: dict[str, Any]) -> tuple:
-    """A row's setup (:data:`SETUP_FIELDS`, normalized): rows of one setup come from the same code and base model."""
-    return tuple(key_fields(row)[f] for f in SETUP_FIELDS)
+    """A row's setup (:data:`SETUP_FIELDS` and the optional key fields it has, normalized): rows of one setup come
+    from the same code and base model, measured by the same protocol."""
+    fields = key_fields(row)
+    return tuple(fields[f] for f in (*SETUP_FIELDS, *OPTIONAL_KEY_FIELDS) if f in fields)
+
+
+def protocol_hash(protocol: Mapping[str, Any] | None) -> str | None:
+    """The short identity of a measuring protocol (the ``protocol`` row field): a hash of its canonical JSON
+    (sorted keys, so the order a suite lists them in does not matter); ``None`` for a suite without one."""
+    if protocol is None:
+        return None
+    blob = json.dumps(protocol, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:PROTOCOL_HASH_CHARS]
+
+
+_ABSENT = object()  # a protocol field one of two protocols lacks
+
+
+def protocol_differences(a: Mapping[str, Any] | None, b: Mapping[str, Any] | None) -> list[str]:
+    """The protocol fields whose values differ between ``a`` and ``b`` (a field one lacks differs), sorted."""
+    a, b = a or {}, b or {}
+    return sorted(name for name in a.keys() | b.keys() if a.get(name, _ABSENT) != b.get(name, _ABSENT))
+
 
 
 def coordinates(row: dict[str, Any]) -> tuple:
