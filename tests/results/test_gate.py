@@ -27,7 +27,7 @@ def test_one_sided_tolerance_max_of_points_and_stds(tmp_path: Path) -> None:
     base = entries({("a", 2): [0.90, 0.90], ("a", 4): [0.80, 0.90], ("b", 2): [0.90, 0.90], ("c", 2): [0.5, 0.5], ("gone", 2): [0.9, 0.9]})
     gate.save_baseline(tmp_path / "base.json", base)
     expected, _ = gate.load_baseline(tmp_path / "base.json")
-    assert {(x.method, x.ratio): (x.top1, x.n) for x in expected}[("a", 4)] == (pytest.approx(0.85), 2)
+    assert {(x.method, x.ratio): (x.value, x.n) for x in expected}[("a", 4)] == (pytest.approx(0.85), 2)
     now = entries(
         {
             ("a", 2): [0.885, 0.885],  # -1.5 pp, std 0: beyond the 1 pp floor
