@@ -95,7 +95,7 @@ def _csv(columns: list[str], records: list[dict[str, Any]]) -> str:
     writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for record in records:
-        writer.writerow({k: (" ".join(f"{v:g}" for v in record[k]) if isinstance(record[k], list) else record[k]) for k in columns})
+        writer.writerow({k: " ".join(f"{v:g}" for v in record[k]) if isinstance(record.get(k), list) else record.get(k) for k in columns})
     return out.getvalue()
 
 

@@ -313,6 +313,7 @@ def render(result: GateResult, tablefmt: str = "simple") -> str:
     parts.extend(f"refused: {reason}" for reason in reasons)
     parts.extend(f"note: {note}" for note in result.notes)
     counts = {v: len(result.having(v)) for v in ("unchanged", "improved", "missing", "new")}
+    counts.update({"refused (another protocol than the baseline's)": len(result.having("refused"))} if result.having("refused") else {})
     verdict = "FAILED" if result.failed else "passed"
     parts.append(
         f"shrinkbench gate {verdict}: {len(result.regressions)} regression(s), "

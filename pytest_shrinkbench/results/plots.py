@@ -106,7 +106,7 @@ def _padded(low: float, high: float, limits: tuple[float, float], log: bool) -> 
 def figure(report: Report, suite: str, axis: str) -> Any:
     """The figure (a matplotlib ``Figure``, no pyplot: no global state, no display) of ``suite`` on ``axis``."""
     from matplotlib.figure import Figure
-    from matplotlib.ticker import FuncFormatter, NullFormatter
+    from matplotlib.ticker import FuncFormatter, LogFormatter, NullFormatter
 
     points = series(report, suite, axis)
     entries = report.entries_of(suite)
@@ -120,8 +120,10 @@ def figure(report: Report, suite: str, axis: str) -> Any:
                                                             else "zoom on the best band")):
         for index, (method, values) in enumerate(points.items()):
             _draw(ax, method, values, index, 2 ** ((index - (len(points) - 1) / 2) * step))
-        if metric.log_axis:
+        if metric.log_axis:  # plain numbers (3, 4, 6, 10, 20), not 3 × 10⁰: a reader compares them to papers' tables
             ax.set_yscale("log")
+            ax.yaxis.set_major_formatter(LogFormatter())
+            ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False))
         ax.set_ylim(low, high)
         ax.set_xscale("log", base=2)
         ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"x{x:g}"))
@@ -129,16 +131,16 @@ def figure(report: Report, suite: str, axis: str) -> Any:
         if axis == "compression":
             ax.set_xticks(sorted({e.ratio for e in report.entries_of(suite)}))
         ax.grid(True, which="major", alpha=0.3, linewidth=0.5)
-        ax.tick_params(labelsize=7)
+        ax.tick_params(which="both", labelsize=7)
         basis = "prunable weights ÷ their non-zero count" if prunable else "all ÷ non-zero parameters"
         ax.set_xlabel(f"compression ratio ({basis})" if axis == "compression" else "theoretical speedup (dense ÷ sparse FLOPs)",
                       fontsize=7)
         if band:
             ax.set_title(title, fontsize=8)
     panels[0].set_ylabel(y_label(metric), fontsize=8)
-    scales = "log scales, lower is better" if metric.log_axis and not metric.higher_is_better else "log scale"
-    fig.suptitle(f"{suite}: {metric.label} vs {'compression ratio' if axis == 'compression' else 'theoretical speedup'} "
-                 f"(mean ± 1 std over seeds; {scales}, points offset slightly per method)", fontsize=8)
+    what = f"{suite}: {metric.label} vs {'compression ratio' if axis == 'compression' else 'theoretical speedup'}"
+    fig.suptitle(f"{what} (mean ± 1 std over seeds; log scales, points offset slightly)" if metric.log_axis else
+                 f"{what} (mean ± 1 std over seeds; log scale, points offset slightly per method)", fontsize=8)
     if points:
         handles, labels = panels[0].get_legend_handles_labels()
         fig.legend(handles, labels, loc="outside lower center", ncols=min(4, len(labels)), fontsize=7, frameon=False)
@@ -149,7 +151,7 @@ def y_label(metric: metrics.Metric) -> str:
     """The y axis's name: the metric, when it was measured, and its unit or scale."""
     if metric.name == metrics.DEFAULT:
         return "top-1 after fine-tuning (%)"
-    return f"{metric.label}, final" + (" (%)" if metric.percent else " (log scale)" if metric.log_axis else "")
+    return f"{metric.label}, final" + (" (%)" if metric.percent else "") + (f" ({metric.direction} is better)" if metric.log_axis else "")
 
 
 def _draw(ax: Any, method: str, values: list[tuple[float, float, float]], index: int, offset: float) -> None:
