@@ -91,3 +91,12 @@ def change(base: float, now: float, name: str | None) -> float:
 def spread(std: float, base: float, name: str | None) -> float:
     """A standard deviation over seeds in the same unit as :func:`change`."""
     return std if metric(name).tolerance == "points" else std / base
+
+
+def markdown_table() -> str:
+    """The metrics as a Markdown table (docs/results.md holds it; a test keeps the two equal)."""
+    lines = ["| metric | better | plot axis | gate tolerance | meaning |", "| --- | --- | --- | --- | --- |"]
+    units = {"points": "percentage points", "percent": "percent of the baseline's value"}
+    lines += [f"| `{m.name}` | {m.direction} | {'log' if m.log_axis else 'linear'} | {units[m.tolerance]} | {m.doc} |"
+              for m in METRICS.values()]
+    return "\n".join(lines)
