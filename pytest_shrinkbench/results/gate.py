@@ -266,7 +266,7 @@ def table(comparisons: list[Comparison]) -> list[list[str]]:
         elif c.entry.failed:
             now = f"FAILED {c.entry.failed}/{c.entry.failed + c.entry.n + c.entry.skipped}"
         else:
-            now = "-" if not c.entry.score else _cell(mean(c.entry.score), std(c.entry.score), c.entry.n, metric)
+            now = "-" if not c.entry.score else _cell(mean(c.entry.score), std(c.entry.score), c.entry.n, metrics.metric(c.entry.metric))
         change = "-" if c.change is None else f"{100 * c.change:+.2f}"
         allowed = "-" if c.allowed is None else f"{'-' if metric.higher_is_better else '+'}{100 * c.allowed:.2f}"
         rows.append([c.suite, c.method, f"x{c.ratio:g}", base, now, change, allowed, c.verdict.upper() if c.fails else c.verdict])
@@ -299,8 +299,8 @@ def render(result: GateResult, tablefmt: str = "simple") -> str:
     used = list({c.metric.name: c.metric for c in result.comparisons}.values()) or [metrics.metric(None)]
     worsened = " or ".join(f"mean {m.label} {'fell' if m.higher_is_better else 'rose'}" for m in used)
     sections = [
-        (f"regressions ({worsened} by more than the tolerance, cases failed, methods ran unverified, or measured by another "
-         "protocol)" if result.having("refused") else
+        (f"regressions ({worsened} by more than the tolerance, cases failed, methods ran unverified, or not comparable with "
+         "the baseline: another protocol or metric)" if result.having("refused") else
          f"regressions ({worsened} by more than the tolerance, cases failed, or methods ran unverified)", result.regressions),
         ("improvements (reported, never failing)", result.having("improved")),
         ("missing from this run (in the baseline; not compared)", result.having("missing")),
@@ -313,7 +313,7 @@ def render(result: GateResult, tablefmt: str = "simple") -> str:
     parts.extend(f"refused: {reason}" for reason in reasons)
     parts.extend(f"note: {note}" for note in result.notes)
     counts = {v: len(result.having(v)) for v in ("unchanged", "improved", "missing", "new")}
-    counts.update({"refused (another protocol than the baseline's)": len(result.having("refused"))} if result.having("refused") else {})
+    counts.update({"refused (not comparable with the baseline)": len(result.having("refused"))} if result.having("refused") else {})
     verdict = "FAILED" if result.failed else "passed"
     parts.append(
         f"shrinkbench gate {verdict}: {len(result.regressions)} regression(s), "

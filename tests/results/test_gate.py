@@ -129,7 +129,7 @@ def test_a_gate_refuses_a_baseline_of_another_protocol_and_names_the_field(tmp_p
     assert f"refused: pydoc-lm [protocol {protocol_hash(longer)}]: measured by another protocol than the baseline's: " \
            "context_length (baseline 128, this run 256)" in text
     assert "shrinkbench gate FAILED: 1 regression(s), 0 unchanged, 0 improved, 0 missing, 0 new, " \
-           "1 refused (another protocol than the baseline's)" in text
+           "1 refused (not comparable with the baseline)" in text
     same = gate.compare(aggregate([lm_row("wanda", 2, s, 3.0) for s in (0, 1)]), expected)
     assert verdicts(same) == {("wanda", 2.0): "improved"}, "the same protocol is compared as usual"
 
@@ -143,3 +143,15 @@ def test_a_baseline_of_top1_entries_is_written_and_read_as_before(tmp_path: Path
     (tmp_path / "old.json").write_text(json.dumps(document))
     (expected,) = gate.load_baseline(tmp_path / "old.json")[0]
     assert (expected.metric, expected.value, expected.protocol_hash) == ("top1", 0.9, None)
+
+
+def test_a_gate_refuses_to_compare_a_suite_that_changed_its_ranking_metric(tmp_path: Path) -> None:
+    """A user suite once ranked by top-1 now ranks by perplexity: a perplexity is no top-1, nothing is compared."""
+    rows = [row("a", 2, s, 0.9) for s in (0, 1)]
+    gate.save_baseline(tmp_path / "base.json", aggregate(rows), rows)
+    expected, _ = gate.load_baseline(tmp_path / "base.json")
+    now = [row("a", 2, s, 0.5, metric="perplexity", perplexity=3.3, perplexity_pre=3.3) for s in (0, 1)]
+    result = gate.compare(aggregate(now), expected)
+    assert verdicts(result) == {("a", 2.0): "refused"} and result.failed
+    assert result.comparisons[0].reason == "the baseline is ranked by top1, this run by perplexity"
+    assert "90.00 ± 0.00 (n=2)  3.300 ± 0.000 (n=2)" in gate.render(result), "each side shown in its own metric"
