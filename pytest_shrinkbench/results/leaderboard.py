@@ -77,12 +77,13 @@ class Entry:
             return TIED if self.tied else rank_label(self.rank)
         if self.failed:
             return f"FAILED {self.failed}/{self.failed + self.n + self.skipped}"
-        return "skipped"
+        return f"no {metrics.metric(self.metric).label}" if self.n else "skipped"
 
     @property
     def rankable(self) -> bool:
-        """Only a method whose every case passed is ranked: an invalid case is never hidden by an average."""
-        return self.failed == 0 and self.n > 0
+        """Only a method whose every case passed, each with a value of the ranking metric, is ranked: an invalid case
+        is never hidden by an average."""
+        return self.failed == 0 and self.n > 0 and None not in self.score
 
 
 TIED = "tied"
@@ -130,21 +131,22 @@ def board_of(row: dict[str, Any]) -> str:
     return board_label(suite_label(row["suite"], row.get("weights")), row.get("protocol_hash"))
 
 
+DESCRIBING = {"metric": "metric", "basis": "compression_basis", "protocol": "protocol"}  # Entry attribute: row field
+
+
 def aggregate(rows: Iterable[dict[str, Any]]) -> list[Entry]:
     """Group rows by suite × protocol × ratio × method and rank methods per suite, protocol and ratio by the mean
     of the suite's ranking metric, best first in its direction."""
     entries: dict[tuple[str, float, str], Entry] = {}
+    described: dict[str, dict[str, Any]] = defaultdict(dict)  # per board: its metric, basis and protocol, as rows name them
     for row in rows:
         # Cases from different base checkpoints of a suite (--shrink-weights), or measured by different protocols,
         # are never averaged together.
         suite = board_of(row)
         key = (suite, float(row["ratio"]), row["method"])
-        if key not in entries:
-            entries[key] = Entry(suite, row["method"], float(row["ratio"]), metric=metrics.metric(row.get("metric")).name,
-                                 basis=row.get("compression_basis") or metrics.BASIS_MODEL,
-                                 setting=suite_label(row["suite"], row.get("weights")),
-                                 protocol=row.get("protocol"), protocol_hash=row.get("protocol_hash"))
-        entry = entries[key]
+        entry = entries.setdefault(key, Entry(suite, row["method"], float(row["ratio"]), setting=suite_label(row["suite"], row.get("weights")),
+                                              protocol_hash=row.get("protocol_hash")))
+        described[suite].update({name: row[field] for name, field in DESCRIBING.items() if row.get(field) is not None})
         entry.gradual |= (row.get("prune_steps") or 1) > 1
         entry.new_weights |= bool(row.get("weights_changed"))
         entry.unverified |= row.get("sandbox") == LEVEL_IN_PROCESS
@@ -166,6 +168,10 @@ def aggregate(rows: Iterable[dict[str, Any]]) -> list[Entry]:
             entry.failed += 1
     by_setting: dict[tuple[str, float], list[Entry]] = defaultdict(list)
     for entry in entries.values():
+        # A row that failed before it was measured may not say how its suite is measured: its board's other rows do.
+        for name, value in described[entry.suite].items():
+            setattr(entry, name, value)
+        entry.metric = metrics.metric(entry.metric).name
         by_setting[(entry.suite, entry.ratio)].append(entry)
     for group in by_setting.values():
         _rank(group, lambda e: e.score, group[0].metric)
@@ -347,7 +353,7 @@ def summarize(entries: list[Entry]) -> list[Summary]:
         ratios = sorted(suite_ratios[suite])
         summary = Summary(suite, method, ratios, metric=next(iter(at.values())).metric)
         summary.failed = sum(e.failed for e in at.values())
-        summary.missing = [r for r in ratios if r not in at or at[r].n == 0]
+        summary.missing = [r for r in ratios if r not in at or at[r].n == 0 or None in at[r].score]
         if not summary.missing and not summary.failed:  # a failed method gets no number, as it gets no rank
             per_seed = [dict(zip(at[r].seeds, at[r].score)) for r in ratios]
             for seed in sorted(set.intersection(*(set(p) for p in per_seed))):

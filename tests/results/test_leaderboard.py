@@ -114,3 +114,17 @@ def test_rows_recorded_before_metrics_had_a_name_read_exactly_as_before() -> Non
     assert leaderboard.heading(entries) == [] and [e.suite for e in entries] == ["digits-mlp"] * 4
     assert leaderboard.table(entries)[0] == ["ratio", "method", "rank", "top-1 (fine-tuned)", "top-1 (pruned)", "compression", "speedup", "seeds"]
     assert [e.status for e in entries] == ["*1", "2", "*1", "2"], "highest top-1 first"
+
+
+def test_a_case_that_failed_before_it_was_measured_is_shown_on_its_suites_terms() -> None:
+    """A failed row may carry only its case and protocol: its board still ranks by perplexity, lowest first; a passed
+    row without a perplexity is not ranked on a guess."""
+    failed = {k: v for k, v in lm_row("broken", 2, 0, status="failed").items() if k not in ("metric", "compression_basis", "protocol")}
+    rows = [failed, lm_row("wanda", 2, 0, 3.67), lm_row("sparsegpt", 2, 0, 3.28), {**lm_row("unmeasured", 2, 0, 3.0), "perplexity": None}]
+    entries = {e.method: e for e in leaderboard.aggregate(rows)}
+    assert len({e.suite for e in entries.values()}) == 1
+    assert {m: e.status for m, e in entries.items()} == {"sparsegpt": "*1", "wanda": "2", "broken": "FAILED 1/1",
+                                                         "unmeasured": "no perplexity"}
+    assert all(e.metric == "perplexity" and e.basis == "prunable" and e.protocol == PROTOCOL for e in entries.values())
+    summary = {s.method: s.status for s in leaderboard.summarize(list(entries.values()))}
+    assert summary == {"sparsegpt": "*1", "wanda": "2", "broken": "FAILED (1 case)", "unmeasured": "incomplete (no x2)"}
