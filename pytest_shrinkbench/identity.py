@@ -122,10 +122,12 @@ def setup_of(row: dict[str, Any]) -> tuple:
 
 def protocol_hash(protocol: Mapping[str, Any] | None) -> str | None:
     """The short identity of a measuring protocol (the ``protocol`` row field): a hash of its canonical JSON
-    (sorted keys, so the order a suite lists them in does not matter); ``None`` for a suite without one."""
+    (sorted keys, so the order a suite lists them in does not matter); ``None`` for a suite without one.
+    Its values must be plain JSON (str, int, float, bool, None, lists, dicts), as the row stores them: anything
+    else raises ``TypeError`` rather than hashing a text form the stored row would not have."""
     if protocol is None:
         return None
-    blob = json.dumps(protocol, sort_keys=True, separators=(",", ":"), default=str)
+    blob = json.dumps(protocol, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:PROTOCOL_HASH_CHARS]
 
 

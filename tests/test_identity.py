@@ -86,6 +86,8 @@ def test_two_protocols_give_two_keys_and_two_setups() -> None:
     assert protocol_hash(protocol) != protocol_hash(longer) and len(protocol_hash(protocol)) == 12
     assert protocol_hash(dict(reversed(list(protocol.items())))) == protocol_hash(protocol), "key order does not matter"
     assert protocol_hash(None) is None
+    with pytest.raises(TypeError):
+        protocol_hash({"dtype": torch.float32})  # a row stores plain values: so does its hash
     assert case_key(first) != case_key(second) and setup_of(first) != setup_of(second)
     assert protocol_differences(protocol, longer) == ["context_length"]
     assert protocol_differences(protocol, {k: v for k, v in protocol.items() if k != "stride"}) == ["stride"]
