@@ -59,8 +59,8 @@ def parser() -> argparse.ArgumentParser:
     cmd.add_argument("--title", default=None, help="title of the Markdown and HTML pages")
     cmd.add_argument("--baseline", type=Path, help="compare to this baseline file; exit 1 on a regression")
     cmd.add_argument("--save-baseline", type=Path, help="write the merged leaderboard's expected values here")
-    cmd.add_argument("--tolerance", type=_amount, default=gate.DEFAULT_TOLERANCE_POINTS, help="allowed drop of mean top-1, percentage points (default 1)")
-    cmd.add_argument("--tolerance-stds", type=_amount, default=gate.DEFAULT_TOLERANCE_STDS, help="allowed drop in stds over seeds (default 2); the larger allowance wins")
+    cmd.add_argument("--tolerance", type=_amount, default=gate.DEFAULT_TOLERANCE_POINTS, help="allowed drop of mean top-1 in percentage points, or rise of mean perplexity in percent (default 1)")
+    cmd.add_argument("--tolerance-stds", type=_amount, default=gate.DEFAULT_TOLERANCE_STDS, help="allowed worsening in stds over seeds (default 2); the larger allowance wins")
     cmd.add_argument("-q", "--quiet", action="store_true", help="do not print the Markdown leaderboard")
     _add_prune(commands)
     commands.add_parser("options", help="print every setting (flag, ini name, environment variable, default) as a Markdown table",

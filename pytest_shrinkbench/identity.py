@@ -35,12 +35,13 @@ KEY_FIELDS = (
     "method", "method_hash", "suite", "base_sha256", "recipe_hash", "ratio", "seed",
     "measure_version", "torch", "python", "threads", "device",
 )
-# Part of the key only where a row has them (null on every row of the built-in suites, whose keys therefore stay
-# what they were): what the numbers also depend on for some suites.
-OPTIONAL_KEY_FIELDS = ("prunable_scope",)
+# Fields that join a row's key and setup only when the row has them, after the others, each named: what the numbers
+# also depend on for some suites (what a suite keeps out of pruning; a language model's protocol: corpus, context
+# length, calibration, ...), while every row of a suite without them keeps exactly the key it always had.
+OPTIONAL_KEY_FIELDS = ("prunable_scope", "protocol_hash")
 # A row's setup: everything in the key except the case's coordinates (suite, method, ratio, seed).
-SETUP_FIELDS = ("method_hash", "base_sha256", "recipe_hash", "measure_version", "torch", "python", "threads", "device",
-                *OPTIONAL_KEY_FIELDS)
+SETUP_FIELDS = ("method_hash", "base_sha256", "recipe_hash", "measure_version", "torch", "python", "threads", "device")
+PROTOCOL_HASH_CHARS = 12
 
 
 @dataclass(frozen=True)
@@ -100,15 +101,17 @@ def normal(field: str, value: Any) -> Any:
 
 
 def key_fields(row: dict[str, Any]) -> dict[str, Any]:
-    return {f: normal(f, row.get(f)) for f in (*KEY_FIELDS, *OPTIONAL_KEY_FIELDS)}
+    """:data:`KEY_FIELDS`, normalized, then those of :data:`OPTIONAL_KEY_FIELDS` the row has."""
+    fields = {f: normal(f, row.get(f)) for f in KEY_FIELDS}
+    fields.update({f: normal(f, row[f]) for f in OPTIONAL_KEY_FIELDS if row.get(f) is not None})
+    return fields
 
 
 def case_key(row: dict[str, Any]) -> str:
-    """The case key of a row (or of a case's identity before it runs): a hash of :data:`KEY_FIELDS`, and of the
-    :data:`OPTIONAL_KEY_FIELDS` the row has."""
+    """The case key of a row (or of a case's identity before it runs): a hash of its :func:`key_fields`, the
+    optional ones with their names."""
     fields = key_fields(row)
-    values: list[Any] = [fields[f] for f in KEY_FIELDS]
-    values += [[f, fields[f]] for f in OPTIONAL_KEY_FIELDS if fields[f] is not None]
+    values: list[Any] = [fields[f] for f in KEY_FIELDS] + [[f, fields[f]] for f in OPTIONAL_KEY_FIELDS if f in fields]
     return hashlib.sha256(json.dumps(values).encode()).hexdigest()[:32]
 
 
@@ -122,8 +125,31 @@ def prunable_scope(exclude: tuple[str, ...], embeddings: bool) -> str | None:
 
 
 def setup_of(row: dict[str, Any]) -> tuple:
-    """A row's setup (:data:`SETUP_FIELDS`, normalized): rows of one setup come from the same code and base model."""
-    return tuple(key_fields(row)[f] for f in SETUP_FIELDS)
+    """A row's setup (:data:`SETUP_FIELDS` and the optional key fields it has, normalized): rows of one setup come
+    from the same code and base model, measured by the same protocol."""
+    fields = key_fields(row)
+    return tuple(fields[f] for f in (*SETUP_FIELDS, *OPTIONAL_KEY_FIELDS) if f in fields)
+
+
+def protocol_hash(protocol: Mapping[str, Any] | None) -> str | None:
+    """The short identity of a measuring protocol (the ``protocol`` row field): a hash of its canonical JSON
+    (sorted keys, so the order a suite lists them in does not matter); ``None`` for a suite without one.
+    Its values must be plain JSON (str, int, float, bool, None, lists, dicts), as the row stores them: anything
+    else raises ``TypeError`` rather than hashing a text form the stored row would not have."""
+    if protocol is None:
+        return None
+    blob = json.dumps(protocol, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:PROTOCOL_HASH_CHARS]
+
+
+_ABSENT = object()  # a protocol field one of two protocols lacks
+
+
+def protocol_differences(a: Mapping[str, Any] | None, b: Mapping[str, Any] | None) -> list[str]:
+    """The protocol fields whose values differ between ``a`` and ``b`` (a field one lacks differs), sorted."""
+    a, b = a or {}, b or {}
+    return sorted(name for name in a.keys() | b.keys() if a.get(name, _ABSENT) != b.get(name, _ABSENT))
+
 
 
 def coordinates(row: dict[str, Any]) -> tuple:

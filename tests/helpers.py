@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pytest_shrinkbench.identity import state_digest
+from pytest_shrinkbench.identity import protocol_hash, state_digest
 from pytest_shrinkbench.measure.structured import Link, channel_links, weight_links
 from pytest_shrinkbench.prunable import Trace, trace_model
 
@@ -33,6 +33,28 @@ def row(method: str, ratio: float, seed: int, top1: float | None = None, status:
             params_nonzero=round(50610 / ratio), compression=float(ratio), flops_dense=100400,
             flops_sparse=100400 / ratio, speedup=float(ratio) * 1.05 if ratio > 1 else 1.0,
         )
+    r.update(extra)
+    return r
+
+
+# A language model's protocol as a suite records it (the field names are the suite's; the harness only hashes and shows them).
+PROTOCOL = {
+    "corpus_sha256": "c0ffee" + "5" * 58, "context_length": 128, "stride": 128, "calibration_count": 128,
+    "calibration_length": 128, "calibration_source": "train", "calibration_seed": 0, "exclude": ["lm_head"],
+    "dtype": "float32", "transformers": None,
+}
+PRUNABLE_SHARE = 0.8  # of a language model's parameters: embeddings and lm_head are the rest
+
+
+def lm_row(method: str, ratio: float, seed: int, perplexity: float | None = None, status: str = "passed",
+           protocol: dict[str, Any] | None = PROTOCOL, **extra: Any) -> dict[str, Any]:
+    """A language-model row: ranked by perplexity, its ratio counted on the prunable weights, measured by ``protocol``."""
+    r = row(method, ratio, seed, None if perplexity is None else round(0.6 - perplexity / 20, 6), status, suite="pydoc-lm",
+            metric="perplexity", compression_basis="prunable", protocol=protocol, protocol_hash=protocol_hash(protocol),
+            perplexity_base=3.05)
+    if status == "passed":
+        r.update(perplexity=perplexity, perplexity_pre=perplexity, compression_prunable=float(ratio),
+                 compression=1 / (1 - PRUNABLE_SHARE * (1 - 1 / ratio)))
     r.update(extra)
     return r
 

@@ -178,6 +178,16 @@ def test_the_row_fields_table_is_the_declared_schema() -> None:
     )
 
 
+def test_the_metrics_table_is_the_declared_one() -> None:
+    from pytest_shrinkbench.metrics import markdown_table
+
+    table = _between((DOCS / "results.md").read_text(), "metrics")
+    assert table == markdown_table(), (
+        "docs/results.md is stale: paste the output of "
+        "`python -c 'from pytest_shrinkbench.metrics import markdown_table; print(markdown_table())'`"
+    )
+
+
 def _modules() -> list[Path]:
     return sorted(p for p in PACKAGE.rglob("*.py") if "__pycache__" not in p.parts)
 

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 from pathlib import Path
 
 import pytest
 import torch
 
-from pytest_shrinkbench.identity import file_sha256, state_digest
-from tests.helpers import ConvNet
+from pytest_shrinkbench.identity import (
+    KEY_FIELDS, MEASURE_VERSION, SETUP_FIELDS, case_key, file_sha256, normal, protocol_differences, protocol_hash, setup_of,
+    state_digest,
+)
+from tests.helpers import ConvNet, row
 
 
 def test_the_same_weights_saved_under_two_names_have_one_identity(tmp_path: Path) -> None:
@@ -62,3 +67,28 @@ def test_saving_through_a_buffer_gives_the_same_bytes() -> None:
     torch.save(state, first)
     torch.save(state, second)
     assert first.getvalue() == second.getvalue()
+
+
+def test_a_row_without_a_protocol_keeps_the_case_key_it_always_had() -> None:
+    """The key of a CNN row, computed by the rule of every earlier version (a hash of KEY_FIELDS alone), is unchanged."""
+    cnn = row("global-magnitude", 8, 1, 0.95, suite="digits-cnn", measure_version=MEASURE_VERSION)
+    before = hashlib.sha256(json.dumps([normal(f, cnn.get(f)) for f in KEY_FIELDS]).encode()).hexdigest()[:32]
+    assert case_key(cnn) == before
+    assert case_key({**cnn, "protocol_hash": None, "protocol": None, "metric": None}) == before
+    assert setup_of(cnn) == tuple(normal(f, cnn.get(f)) for f in SETUP_FIELDS)
+
+
+def test_two_protocols_give_two_keys_and_two_setups() -> None:
+    """Two runs of one language-model case that differ only in context length are two results, never one."""
+    protocol = {"corpus_sha256": "c" * 64, "context_length": 128, "stride": 128, "calibration_count": 128}
+    longer = {**protocol, "context_length": 256}
+    first, second = (row("wanda", 2, 0, 0.5, suite="pydoc-lm", protocol=p, protocol_hash=protocol_hash(p)) for p in (protocol, longer))
+    assert protocol_hash(protocol) != protocol_hash(longer) and len(protocol_hash(protocol)) == 12
+    assert protocol_hash(dict(reversed(list(protocol.items())))) == protocol_hash(protocol), "key order does not matter"
+    assert protocol_hash(None) is None
+    with pytest.raises(TypeError):
+        protocol_hash({"dtype": torch.float32})  # a row stores plain values: so does its hash
+    assert case_key(first) != case_key(second) and setup_of(first) != setup_of(second)
+    assert protocol_differences(protocol, longer) == ["context_length"]
+    assert protocol_differences(protocol, {k: v for k, v in protocol.items() if k != "stride"}) == ["stride"]
+    assert protocol_differences(None, protocol) == sorted(protocol)

@@ -16,7 +16,7 @@ from ..results import failures, formats, gate
 from ..results import report as reports
 from ..results.files import ResultsFile
 from ..results.gate import confinement
-from ..results.leaderboard import aggregate, footnotes, render, render_summary, summarize
+from ..results.leaderboard import aggregate, footnotes, heading, render, render_summary, summarize
 from ..results.schema import LEVEL_IN_PROCESS, make_row
 from ..results.signing import sign
 from ..results.store import ResultsStore
@@ -99,6 +99,8 @@ class Recorder:
         summaries = render_summary(summarize(entries))
         for suite, table in render(entries).items():
             terminalreporter.write_sep("=", f"shrinkbench leaderboard: {suite}")
+            for line in heading([e for e in entries if e.suite == suite]):  # metric, compression basis, protocol
+                terminalreporter.write_line(line)
             terminalreporter.write_line(table)
             for note in footnotes([e for e in entries if e.suite == suite]):
                 terminalreporter.write_line(note)

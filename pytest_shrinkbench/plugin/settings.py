@@ -134,12 +134,13 @@ SETTINGS: tuple[Setting, ...] = (
             off_help="run every case even if the store has its result (the new result replaces the stored one)"),
     Setting("shrink_report", "--shrink-report", "also write this session's report (Markdown, CSV, JSON, HTML, "
             "plots) into this folder"),
-    Setting("shrink_baseline", "--shrink-baseline", "regression gate: compare mean top-1 per method x suite x ratio "
-            "to this baseline file; a drop beyond the tolerance fails the session"),
+    Setting("shrink_baseline", "--shrink-baseline", "regression gate: compare each suite's metric (mean top-1, or "
+            "perplexity) per method x suite x ratio to this baseline file; a worsening beyond the tolerance fails the session"),
     Setting("shrink_save_baseline", "--shrink-save-baseline", "write this session's leaderboard as a baseline file"),
-    Setting("shrink_tolerance", "--shrink-tolerance", "gate: allowed drop of mean top-1, in percentage points "
-            "(the larger of this and --shrink-tolerance-stds applies)", default="1", parse=_one(float, 0)),
-    Setting("shrink_tolerance_stds", "--shrink-tolerance-stds", "gate: allowed drop in standard deviations over seeds",
+    Setting("shrink_tolerance", "--shrink-tolerance", "gate: allowed drop of mean top-1 in percentage points, or rise "
+            "of mean perplexity in percent of the baseline's (the larger of this and --shrink-tolerance-stds applies)",
+            default="1", parse=_one(float, 0)),
+    Setting("shrink_tolerance_stds", "--shrink-tolerance-stds", "gate: allowed worsening in standard deviations over seeds",
             default="2", parse=_one(float, 0)),
     Setting("shrink_data_root", "--shrink-data-root", "folder holding the vision suites' data in torchvision's layouts",
             env="SHRINKBENCH_DATA"),

@@ -13,7 +13,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from .leaderboard import suite_label
+from .leaderboard import board_of
 from .schema import sort_key
 
 LABEL = re.compile(r"^\[method=[^\]]*\]\s*")
@@ -43,7 +43,7 @@ def group(rows: Iterable[dict[str, Any]], status: str = "failed", by_method: boo
     """The rows of ``status`` grouped by suite, method (unless ``by_method`` is off) and reason, in row order."""
     groups: dict[tuple[str, str | None, str], Group] = {}
     for row in sorted((r for r in rows if r.get("status") == status), key=sort_key):
-        key = (suite_label(row["suite"], row.get("weights")), row["method"] if by_method else None, reason(row.get("message")))
+        key = (board_of(row), row["method"] if by_method else None, reason(row.get("message")))
         groups.setdefault(key, Group(*key)).cases.append((float(row["ratio"]), int(row["seed"])))
     return list(groups.values())
 

@@ -12,6 +12,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable
 
+from .. import metrics
 from . import failures, leaderboard
 from .leaderboard import Entry, Summary, mean, std
 from .plots import FORMATS as FIGURE_FORMATS
@@ -29,22 +30,40 @@ def entry_record(e: Entry) -> dict[str, Any]:
     record: dict[str, Any] = {"suite": e.suite, "method": e.method, "ratio": e.ratio, "rank": e.rank, "status": e.status,
                               "n": e.n, "failed": e.failed, "skipped": e.skipped, "new_weights": e.new_weights,
                               "unverified": e.unverified}
-    for name in ("top1", "top1_pre", "top5", "compression", "speedup", "speedup_measured"):
+    names = ["top1", "top1_pre", "top5", "compression", "speedup", "speedup_measured"]
+    names += LM_VALUES if departs(e) else []
+    for name in names:
         values = [v for v in getattr(e, name) if v is not None]
         record[f"{name}_mean"], record[f"{name}_std"] = mean(values), std(values)
     record["seeds"] = list(e.seeds)
-    return record
+    return {**record, **_described(e)} if departs(e) else record
 
 
 def summary_record(s: Summary) -> dict[str, Any]:
-    return {"suite": s.suite, "method": s.method, "rank": s.rank, "status": s.status, "area_mean": mean(s.auc),
-            "area_std": std(s.auc), "n": s.n, "failed": s.failed, "missing_ratios": list(s.missing),
-            "ratios": list(s.ratios), "area_per_seed": dict(zip(map(str, s.seeds), s.auc))}
+    record = {"suite": s.suite, "method": s.method, "rank": s.rank, "status": s.status, "area_mean": mean(s.auc),
+              "area_std": std(s.auc), "n": s.n, "failed": s.failed, "missing_ratios": list(s.missing),
+              "ratios": list(s.ratios), "area_per_seed": dict(zip(map(str, s.seeds), s.auc))}
+    return {**record, "metric": s.metric} if s.metric != metrics.DEFAULT else record
 
 
+def departs(e: Entry) -> bool:
+    """Whether an entry's suite departs from the defaults (ranked by top-1, compression of the whole model, no
+    protocol): only then do its records carry the fields that say how (a default suite's records read as they did)."""
+    return e.metric != metrics.DEFAULT or e.basis != metrics.BASIS_MODEL or e.protocol_hash is not None
+
+
+def _described(e: Entry) -> dict[str, Any]:
+    """How a departing suite's numbers are to be read: its metric and direction, compression basis and protocol."""
+    return {"metric": e.metric, "direction": metrics.direction(e.metric), "compression_basis": e.basis,
+            "protocol_hash": e.protocol_hash, "protocol": e.protocol}
+
+
+LM_VALUES = ["perplexity", "perplexity_pre", "compression_prunable"]  # averaged over seeds for departing suites
 ENTRY_COLUMNS = ["suite", "method", "ratio", "rank", "status", "n", "failed", "skipped", "new_weights", "unverified", "top1_mean", "top1_std",
                  "top1_pre_mean", "top1_pre_std", "top5_mean", "top5_std", "compression_mean", "compression_std",
                  "speedup_mean", "speedup_std", "speedup_measured_mean", "speedup_measured_std"]
+# Appended when some suite of the report departs from the defaults (see departs).
+LM_COLUMNS = ["metric", "direction", "compression_basis", "protocol_hash"] + [f"{n}_{s}" for n in LM_VALUES for s in ("mean", "std")]
 SUMMARY_COLUMNS = ["suite", "method", "rank", "status", "area_mean", "area_std", "n", "failed", "missing_ratios"]
 
 
@@ -56,6 +75,7 @@ def to_json(report: Report) -> dict[str, Any]:
         "notes": report.notes,
         "suites": {
             suite: {
+                **(_described(report.entries_of(suite)[0]) if departs(report.entries_of(suite)[0]) else {}),
                 "setup": report.setup(suite),
                 "summary": [summary_record(s) for s in report.summaries_of(suite)],
                 "leaderboard": [entry_record(e) for e in report.entries_of(suite)],
@@ -75,17 +95,19 @@ def _csv(columns: list[str], records: list[dict[str, Any]]) -> str:
     writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for record in records:
-        writer.writerow({k: (" ".join(f"{v:g}" for v in record[k]) if isinstance(record[k], list) else record[k]) for k in columns})
+        writer.writerow({k: " ".join(f"{v:g}" for v in record[k]) if isinstance(record.get(k), list) else record.get(k) for k in columns})
     return out.getvalue()
 
 
 def to_csv(report: Report) -> str:
     """One row per suite × method × ratio (means and sample stds over seeds; empty when none passed)."""
-    return _csv(ENTRY_COLUMNS, [entry_record(e) for e in report.entries])
+    extra = LM_COLUMNS if any(map(departs, report.entries)) else []
+    return _csv(ENTRY_COLUMNS + extra, [entry_record(e) for e in report.entries])
 
 
 def summary_csv(report: Report) -> str:
-    return _csv(SUMMARY_COLUMNS, [summary_record(s) for s in report.summaries])
+    extra = ["metric"] if any(s.metric != metrics.DEFAULT for s in report.summaries) else []
+    return _csv(SUMMARY_COLUMNS + extra, [summary_record(s) for s in report.summaries])
 
 
 # -- Markdown -------------------------------------------------------------------------------------
@@ -104,6 +126,12 @@ def md_table(headers: list[str], rows: list[list[Any]]) -> str:
 SUMMARY_HEADERS = ["rank", "method", "area: mean top-1 over log2 compression", "seeds"]
 
 
+def summary_headers(report: Report, suite: str) -> list[str]:
+    """The summary table's headers: the area is of the suite's ranking metric."""
+    label = leaderboard.board_metric(report.entries_of(suite)).label
+    return [*SUMMARY_HEADERS[:2], f"area: mean {label} over log2 compression", *SUMMARY_HEADERS[3:]]
+
+
 def summary_rows(report: Report, suite: str) -> list[list[str]]:
     return [[s.status, s.method, leaderboard.mean_std(s.auc), str(s.n)] for s in report.summaries_of(suite)]
 
@@ -115,7 +143,7 @@ def _setup_line(report: Report, suite: str) -> str:
                         ("sandbox", "methods ran at")):
         if setup.get(name):
             parts.append(f"{label} {', '.join(setup[name])}")
-    counts = Counter(r.get("status") for r in report.rows if r["suite"] == suite)
+    counts = Counter(r.get("status") for r in report.rows_of(suite))
     cases = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
     return f"{sum(counts.values())} cases ({cases}); " + "; ".join(parts)
 
@@ -130,6 +158,15 @@ INTRO = ("Top-1 after fine-tuning, mean ± sample std over seeds; methods ranked
          "with a failed case is shown FAILED k/n and never ranked; the failed cases are listed with their reasons. "
          "The summary is the area under top-1 vs log2(compression ratio) divided by the log2 range: the average "
          "top-1 over the compression range, per seed.")
+# Added to the introduction when some suite departs from the defaults (a language model's).
+INTRO_DEPARTING = ("A suite ranked by another metric, or whose ratio counts its prunable weights only, says so above its "
+                   "tables, with the protocol its numbers were measured by: perplexity is ranked lowest first, its summary "
+                   "is the average perplexity over the compression range, and rows of two protocols (a context length, a "
+                   "calibration set, a corpus) are two leaderboards, never merged or compared.")
+
+
+def intro(report: Report) -> str:
+    return f"{INTRO} {INTRO_DEPARTING}" if any(map(departs, report.entries)) else INTRO
 FAILURE_HEADERS = ["method", "cases", "reason"]
 SKIP_HEADERS = ["cases", "reason"]
 
@@ -143,24 +180,30 @@ def skip_rows(report: Report, suite: str) -> list[list[str]]:
     return [[f"{len(g.cases)}", g.reason] for g in failures.group(report.rows, "skipped", by_method=False) if g.suite == suite]
 
 
-def figure_names(suite: str) -> dict[str, dict[str, str]]:
-    """File names of a suite's figures, by axis and format."""
-    return {axis: {fmt: f"{suite}-top1-vs-{axis}.{fmt}" for fmt in FIGURE_FORMATS} for axis in ("compression", "speedup")}
+def figure_names(suite: str, metric: str = metrics.DEFAULT) -> dict[str, dict[str, str]]:
+    """File names of a suite's figures (of its ranking metric), by axis and format."""
+    return {axis: {fmt: f"{suite}-{metric}-vs-{axis}.{fmt}" for fmt in FIGURE_FORMATS} for axis in ("compression", "speedup")}
+
+
+def _figure_names(report: Report, suite: str) -> dict[str, dict[str, str]]:
+    return figure_names(suite, leaderboard.board_metric(report.entries_of(suite)).name)
 
 
 def to_markdown(report: Report, figures: bool = False) -> str:
     """The report as Markdown; with ``figures``, each suite links its figure files (written beside it)."""
-    out = [f"# {report.title}", "", INTRO, ""]
+    out = [f"# {report.title}", "", intro(report), ""]
     out += [f"> note: {n}" for n in report.notes]
     if report.notes:
         out.append("")
     for suite in report.suites:
-        out += [f"## {suite}", "", _setup_line(report, suite), ""]
-        if figures:
-            for axis, names in figure_names(suite).items():
-                out += [f"![{suite}: top-1 vs {axis}]({names['png']}) ([PDF]({names['pdf']}), [SVG]({names['svg']}))", ""]
-        out += [f"### Summary ({_ratio_range(report, suite)})", "", md_table(SUMMARY_HEADERS, summary_rows(report, suite)), ""]
         entries = report.entries_of(suite)
+        out += [f"## {suite}", "", _setup_line(report, suite), ""]
+        out += [f"{line}  " for line in leaderboard.heading(entries)] + ([""] if leaderboard.heading(entries) else [])
+        if figures:
+            label = leaderboard.board_metric(entries).label
+            for axis, names in _figure_names(report, suite).items():
+                out += [f"![{suite}: {label} vs {axis}]({names['png']}) ([PDF]({names['pdf']}), [SVG]({names['svg']}))", ""]
+        out += [f"### Summary ({_ratio_range(report, suite)})", "", md_table(summary_headers(report, suite), summary_rows(report, suite)), ""]
         out += ["### Leaderboard", "", md_table(*leaderboard.table(entries)), ""]
         out += [f"{note}  " for note in leaderboard.footnotes(entries)] + ([""] if leaderboard.footnotes(entries) else [])
         if failure_rows(report, suite):
@@ -199,23 +242,25 @@ def to_html(report: Report, svgs: dict[str, dict[str, bytes]]) -> str:
     """A single self-contained page: tables, and the figures embedded as SVG (vector: sharp at any zoom, and a
     quarter of the 300-dpi PNG's size), each linked to its files."""
     out = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(report.title)}</title>",
-           f"<style>{CSS}</style></head><body><h1>{html.escape(report.title)}</h1>", f"<p>{html.escape(INTRO)}</p>"]
+           f"<style>{CSS}</style></head><body><h1>{html.escape(report.title)}</h1>", f"<p>{html.escape(intro(report))}</p>"]
     out += [f"<p class='note'>note: {html.escape(n)}</p>" for n in report.notes]
     for suite in report.suites:
+        entries = report.entries_of(suite)
         out.append(f"<h2>{html.escape(suite)}</h2><p class='setup'>{html.escape(_setup_line(report, suite))}</p>")
+        out += [f"<p class='setup'>{html.escape(line)}</p>" for line in leaderboard.heading(entries)]
         out.append("<div class='plots'>")
+        label = html.escape(leaderboard.board_metric(entries).label)
         for axis, image in svgs.get(suite, {}).items():
             encoded = base64.b64encode(image).decode("ascii")
-            names = figure_names(suite)[axis]
-            out.append(f"<figure><img alt='{html.escape(suite)}: top-1 vs {axis}' src='data:image/svg+xml;base64,{encoded}'>"
+            names = _figure_names(report, suite)[axis]
+            out.append(f"<figure><img alt='{html.escape(suite)}: {label} vs {axis}' src='data:image/svg+xml;base64,{encoded}'>"
                        f"<figcaption><a href='{html.escape(names['pdf'])}'>PDF</a> · <a href='{html.escape(names['svg'])}'>SVG</a> · "
                        f"<a href='{html.escape(names['png'])}'>PNG</a>"
                        "</figcaption></figure>")
         out.append("</div>")
         summaries = report.summaries_of(suite)
         out.append(f"<h3>Summary ({html.escape(_ratio_range(report, suite))})</h3>")
-        out.append(_html_table(SUMMARY_HEADERS, summary_rows(report, suite), [s.status for s in summaries], 2))
-        entries = report.entries_of(suite)
+        out.append(_html_table(summary_headers(report, suite), summary_rows(report, suite), [s.status for s in summaries], 2))
         out.append("<h3>Leaderboard</h3>")
         out.append(_html_table(*leaderboard.table(entries), [e.status for e in entries], 2))
         out += [f"<p class='footnote'>{html.escape(note)}</p>" for note in leaderboard.footnotes(entries)]
@@ -237,7 +282,7 @@ def write(report: Report, folder: Path, formats: Iterable[str] = FORMATS, plots:
     """Write the report's files into ``folder``; return them by name.
 
     ``leaderboard.md``, ``leaderboard.csv`` (+ ``summary.csv``), ``leaderboard.json``,
-    ``leaderboard.html`` (self-contained) and each suite's figures ``<suite>-top1-vs-{compression,speedup}``
+    ``leaderboard.html`` (self-contained) and each suite's figures ``<suite>-<metric>-vs-{compression,speedup}``
     as ``.png`` (300 dpi), ``.pdf`` and ``.svg``.
     """
     folder = Path(folder)
@@ -259,7 +304,7 @@ def write(report: Report, folder: Path, formats: Iterable[str] = FORMATS, plots:
     svgs: dict[str, dict[str, bytes]] = {}
     if plots:
         for suite in report.suites:
-            for axis, names in figure_names(suite).items():
+            for axis, names in _figure_names(report, suite).items():
                 files = render_figure(report, suite, axis)
                 svgs.setdefault(suite, {})[axis] = files["svg"]
                 for fmt, content in files.items():

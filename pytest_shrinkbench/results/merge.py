@@ -16,7 +16,7 @@ from typing import Any, Iterable
 
 from ..identity import CaseSpec
 from ..shards import MANIFEST_GLOB, Manifest, Shard, read_manifest
-from .leaderboard import suite_label
+from .leaderboard import board_of
 
 SHOWN = 5  # case ids or run names a note lists before "and N more"
 
@@ -77,7 +77,7 @@ def refuse_mixed_bases(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]]
     bases: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
     for row in rows:
         if row.get("base_sha256"):
-            bases[suite_label(row["suite"], row.get("weights"))][row["base_sha256"]].append(row)
+            bases[board_of(row)][row["base_sha256"]].append(row)
     refused = {label for label, found in bases.items() if len(found) > 1}
     notes = [
         f"REFUSED {label}: its rows come from {len(bases[label])} different base models ("
@@ -87,7 +87,7 @@ def refuse_mixed_bases(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]]
         "(pytest-shrinkbench prepare) and re-run the cases of the other base model(s) from that cache"
         for label in sorted(refused)
     ]
-    return [r for r in rows if suite_label(r["suite"], r.get("weights")) not in refused], notes
+    return [r for r in rows if board_of(r) not in refused], notes
 
 
 def _few(names: list[str]) -> str:

@@ -1,12 +1,13 @@
-"""The report's figures: top-1 vs compression and vs theoretical speedup, the two views of ShrinkBench's Figure 1,
-drawn to go into a paper as they are.
+"""The report's figures: the suite's ranking metric (top-1, or a language model's perplexity) vs compression and vs
+theoretical speedup, the two views of ShrinkBench's Figure 1, drawn to go into a paper as they are.
 
 Each figure is written as PDF and SVG (vector) and as a 300-dpi PNG (the HTML page embeds the PNG). The
 y axis is fitted to the data; when collapsed points (a random baseline at x32) stretch it, a second
 panel zooms on the top band, where the best methods differ: at every ratio, the three best. Methods that lie on top of each other
 stay distinguishable: each has its own colour, marker and line style, and its points are offset
 horizontally by a few percent (a constant factor per method on the log axis: the order of the points
-and the shape of each curve are unchanged).
+and the shape of each curve are unchanged). A metric declared with a log axis (perplexity) is drawn on a
+log y axis, its ranges fitted and padded in log space, its best band at the bottom.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import struct
 from collections import defaultdict
 from typing import Any
 
-from .leaderboard import Entry, mean, std
+from .. import metrics
+from .leaderboard import Entry, board_metric, mean, std
 from .report import Report
 
 FORMATS = ("png", "pdf", "svg")
@@ -32,7 +34,17 @@ MAX_DODGE_LOG2 = 0.09  # the outermost method is never moved by more than about 
 PODIUM = 3  # the zoomed panel shows, at every ratio, at least this many of the best methods
 ZOOM_GAIN = 2.0  # ... and exists only if it magnifies the y axis at least this much
 
-Series = dict[str, list[tuple[float, float, float]]]  # method -> [(x, top-1 %, std %)], NaN: no passed case
+Series = dict[str, list[tuple[float, float, float]]]  # method -> [(x, metric, std)] (top-1 in %), NaN: no passed case
+
+
+def _shown(value: float, metric: metrics.Metric) -> float:
+    """A metric's value on the y axis: a fraction in percent, anything else as it is."""
+    return 100 * value if metric.percent else value
+
+
+def _x(e: Entry, axis: str) -> float:
+    """An entry's x: its mean achieved compression on the suite's basis, or its mean speedup (the ratio if none)."""
+    return mean(e.compressions if axis == "compression" else getattr(e, axis)) or e.ratio
 
 
 def series(report: Report, suite: str, axis: str) -> Series:
@@ -42,52 +54,76 @@ def series(report: Report, suite: str, axis: str) -> Series:
     by_method: dict[str, list[Entry]] = defaultdict(list)
     for e in report.entries_of(suite):
         by_method[e.method].append(e)
+    metric = board_metric(report.entries_of(suite))
     return {
-        method: sorted((mean(getattr(e, axis)) or e.ratio,
-                        100 * mean(e.top1) if e.rankable else math.nan,
-                        100 * std(e.top1) if e.rankable else math.nan) for e in entries)
+        method: sorted((_x(e, axis),
+                        _shown(mean(e.score), metric) if e.rankable else math.nan,
+                        _shown(std(e.score), metric) if e.rankable else math.nan) for e in entries)
         for method, entries in sorted(by_method.items())
     }
 
 
 def y_ranges(entries: list[Entry]) -> tuple[tuple[float, float], tuple[float, float] | None]:
-    """The full y range of the data (mean ± std, in %), and the top band's range when zooming on it helps.
+    """The full y range of the data (mean ± std; top-1 in %), and the best band's range when zooming on it helps.
 
-    The top band reaches down to the lowest of the ratios' third-best means (with its std): every ratio's
-    podium is in it, and a method collapsing far below is left to the full panel."""
+    The best band reaches to the worst of the ratios' third-best means (with its std): every ratio's
+    podium is in it, and a method collapsing far away is left to the full panel. A metric on a log axis
+    (perplexity) is fitted in log space, where the best is the lowest."""
+    metric = board_metric(entries)
     ranked = [e for e in entries if e.rankable]
     if not ranked:
-        return (0.0, 100.0), None
-    spans = [(100 * (mean(e.top1) - std(e.top1)), 100 * (mean(e.top1) + std(e.top1))) for e in ranked]
-    high = min(100.0, max(top for _, top in spans))
-    full = _padded(max(0.0, min(bottom for bottom, _ in spans)), high)
-    by_ratio: dict[float, list[tuple[float, float]]] = defaultdict(list)
+        return (0.0, 100.0) if metric.percent else (1.0, 10.0), None
+    log = metric.log_axis
+    to, back = (math.log10, lambda v: 10 ** v) if log else (lambda v: v, lambda v: v)
+    spans = []
+    for e in ranked:
+        m, s = _shown(mean(e.score), metric), _shown(std(e.score), metric)
+        low = m - s if not log or m - s > 0 else m  # a log axis cannot reach zero: the bar's lower half is left out
+        spans.append((to(low), to(m + s)))
+    limits = (0.0, 100.0) if metric.percent else (-math.inf, math.inf)
+    full = _padded(min(low for low, _ in spans), max(high for _, high in spans), limits, log)
+    by_ratio: dict[float, list[tuple[float, tuple[float, float]]]] = defaultdict(list)
     for e, span in zip(ranked, spans):
-        by_ratio[e.ratio].append((mean(e.top1), span[0]))
-    podium = [sorted(group, reverse=True)[:PODIUM] for group in by_ratio.values()]
-    band = _padded(max(0.0, min(bottom for group in podium for _, bottom in group)), high)
-    return full, band if (full[1] - full[0]) >= ZOOM_GAIN * (band[1] - band[0]) else None
+        by_ratio[e.ratio].append((mean(e.score), span))
+    podium = [sorted(group, key=lambda item: metrics.order_key(item[0], metric.name))[:PODIUM] for group in by_ratio.values()]
+    spans_in = [span for group in podium for _, span in group]
+    if metric.higher_is_better:
+        band = _padded(min(low for low, _ in spans_in), max(high for _, high in spans), limits, log)
+    else:
+        band = _padded(min(low for low, _ in spans), max(high for _, high in spans_in), limits, log)
+    zoom = band if (full[1] - full[0]) >= ZOOM_GAIN * (band[1] - band[0]) else None
+    return (back(full[0]), back(full[1])), (back(zoom[0]), back(zoom[1])) if zoom else None
 
 
-def _padded(low: float, high: float) -> tuple[float, float]:
-    """``low``–``high`` with 5% room on both sides (at least a quarter point), within 0–100%."""
-    pad = max(0.05 * (high - low), 0.25)
-    return max(0.0, low - pad), min(100.0, high + pad)
+def _padded(low: float, high: float, limits: tuple[float, float], log: bool) -> tuple[float, float]:
+    """``low``–``high`` with 5% room on both sides (at least a quarter point; on a log axis, at least 0.5% of the
+    value), within ``limits`` (0–100% for a fraction)."""
+    low, high = max(limits[0], low), min(limits[1], high)
+    pad = max(0.05 * (high - low), math.log10(1.005) if log else 0.25)
+    return max(limits[0], low - pad), min(limits[1], high + pad)
 
 
 def figure(report: Report, suite: str, axis: str) -> Any:
     """The figure (a matplotlib ``Figure``, no pyplot: no global state, no display) of ``suite`` on ``axis``."""
     from matplotlib.figure import Figure
-    from matplotlib.ticker import FuncFormatter, NullFormatter
+    from matplotlib.ticker import FuncFormatter, LogFormatter, NullFormatter
 
     points = series(report, suite, axis)
-    full, band = y_ranges(report.entries_of(suite))
+    entries = report.entries_of(suite)
+    metric = board_metric(entries)
+    full, band = y_ranges(entries)
     fig = Figure(figsize=PLOT_INCHES, dpi=PLOT_DPI, layout="constrained")
     panels = fig.subplots(1, 2 if band else 1, squeeze=False)[0]
     step = min(DODGE_LOG2, 2 * MAX_DODGE_LOG2 / max(len(points) - 1, 1))
-    for ax, (low, high), title in zip(panels, (full, band), ("all points", "zoom on the top band")):
+    prunable = any(e.basis == metrics.BASIS_PRUNABLE for e in entries)
+    for ax, (low, high), title in zip(panels, (full, band), ("all points", "zoom on the top band" if metric.higher_is_better
+                                                            else "zoom on the best band")):
         for index, (method, values) in enumerate(points.items()):
             _draw(ax, method, values, index, 2 ** ((index - (len(points) - 1) / 2) * step))
+        if metric.log_axis:  # plain numbers (3, 4, 6, 10, 20), not 3 × 10⁰: a reader compares them to papers' tables
+            ax.set_yscale("log")
+            ax.yaxis.set_major_formatter(LogFormatter())
+            ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False))
         ax.set_ylim(low, high)
         ax.set_xscale("log", base=2)
         ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"x{x:g}"))
@@ -95,18 +131,27 @@ def figure(report: Report, suite: str, axis: str) -> Any:
         if axis == "compression":
             ax.set_xticks(sorted({e.ratio for e in report.entries_of(suite)}))
         ax.grid(True, which="major", alpha=0.3, linewidth=0.5)
-        ax.tick_params(labelsize=7)
-        ax.set_xlabel("compression ratio (all ÷ non-zero parameters)" if axis == "compression"
-                      else "theoretical speedup (dense ÷ sparse FLOPs)", fontsize=7)
+        ax.tick_params(which="both", labelsize=7)
+        basis = "prunable weights ÷ their non-zero count" if prunable else "all ÷ non-zero parameters"
+        ax.set_xlabel(f"compression ratio ({basis})" if axis == "compression" else "theoretical speedup (dense ÷ sparse FLOPs)",
+                      fontsize=7)
         if band:
             ax.set_title(title, fontsize=8)
-    panels[0].set_ylabel("top-1 after fine-tuning (%)", fontsize=8)
-    fig.suptitle(f"{suite}: top-1 vs {'compression ratio' if axis == 'compression' else 'theoretical speedup'} "
-                 "(mean ± 1 std over seeds; log scale, points offset slightly per method)", fontsize=8)
+    panels[0].set_ylabel(y_label(metric), fontsize=8)
+    what = f"{suite}: {metric.label} vs {'compression ratio' if axis == 'compression' else 'theoretical speedup'}"
+    fig.suptitle(f"{what} (mean ± 1 std over seeds; log scales, points offset slightly)" if metric.log_axis else
+                 f"{what} (mean ± 1 std over seeds; log scale, points offset slightly per method)", fontsize=8)
     if points:
         handles, labels = panels[0].get_legend_handles_labels()
         fig.legend(handles, labels, loc="outside lower center", ncols=min(4, len(labels)), fontsize=7, frameon=False)
     return fig
+
+
+def y_label(metric: metrics.Metric) -> str:
+    """The y axis's name: the metric, when it was measured, and its unit or scale."""
+    if metric.name == metrics.DEFAULT:
+        return "top-1 after fine-tuning (%)"
+    return f"{metric.label}, final" + (" (%)" if metric.percent else "") + (f" ({metric.direction} is better)" if metric.log_axis else "")
 
 
 def _draw(ax: Any, method: str, values: list[tuple[float, float, float]], index: int, offset: float) -> None:

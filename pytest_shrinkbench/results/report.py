@@ -111,15 +111,16 @@ class Report:
     def summaries_of(self, suite: str) -> list[Summary]:
         return [s for s in self.summaries if s.suite == suite]
 
+    def rows_of(self, suite: str) -> list[dict[str, Any]]:
+        """The rows of one leaderboard: its suite, checkpoint tag and protocol."""
+        return [r for r in self.rows if leaderboard.board_of(r) == suite]
+
     def failed_rows(self, suite: str) -> list[dict[str, Any]]:
-        return sorted((r for r in self.rows if leaderboard.suite_label(r["suite"], r.get("weights")) == suite
-                       and r.get("status") == "failed"), key=_row_order)
+        return sorted((r for r in self.rows_of(suite) if r.get("status") == "failed"), key=_row_order)
 
     def setup(self, suite: str) -> dict[str, list[str]]:
         found: dict[str, list[str]] = defaultdict(list)
-        for row in self.rows:
-            if row["suite"] != suite:
-                continue
+        for row in self.rows_of(suite):
             for name in ("base_sha256", "recipe_hash", "torch", "python", "threads", "device", "sandbox"):
                 value = row.get(name)
                 if value is not None and str(value) not in found[name]:

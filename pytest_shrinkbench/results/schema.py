@@ -85,6 +85,19 @@ FIELDS: tuple[Field, ...] = (
     Field("latency_2of4_ms", "a 2:4 case on CUDA: median milliseconds per forward pass with semi-structured sparse kernels"),
     Field("speedup_2of4_measured", "the same model on dense kernels ÷ on 2:4 kernels (below 1: slower)"),
     Field("sparse_kernel", "a 2:4 case with --shrink-latency: how its sparse kernels were timed, or why they were not"),
+    # metrics with a direction, the compression basis and the protocol (language models: pytest_shrinkbench.metrics)
+    Field("metric", "the suite's ranking metric (`top1`, `top5` or `perplexity`); null or absent (older rows): `top1`"),
+    Field("perplexity", "perplexity on the held-out text after fine-tuning (language models, lower is better; null elsewhere); "
+          "top1 is then next-token top-1", junit=True),
+    Field("perplexity_pre", "perplexity after pruning, before fine-tuning (a one-shot suite: the same measurement)", junit=True),
+    Field("perplexity_base", "perplexity of the unpruned base model"),
+    Field("compression_basis", "what the requested ratio counts: `model` (all parameters, the default) or `prunable` "
+          "(the prunable weights: language-model suites)"),
+    Field("compression_prunable", "achieved compression of the prunable weights: their count / their non-zero count"),
+    Field("protocol", "what a language model's number depends on beyond the case (corpus sha256, context length, stride, "
+          "calibration count, length, source and seed, exclusions, dtype, transformers version); null for suites without one"),
+    Field("protocol_hash", "short hash of `protocol` (pytest_shrinkbench.identity.protocol_hash): rows of different "
+          "protocols are never merged, compared, ranked or gated together", junit=True),
 )
 NAMES: tuple[str, ...] = tuple(f.name for f in FIELDS)
 # How confined a row's method was (the ``sandbox`` field's values), weakest first.

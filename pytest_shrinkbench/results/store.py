@@ -114,25 +114,26 @@ def merge_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def latest_setups(rows: Iterable[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Keep, per suite × method, only the rows of the setup (method source, base weights, recipe,
+    """Keep, per suite × protocol × method, only the rows of the setup (method source, base weights, recipe,
     versions) of its most recently finished row; return ``(kept, superseded)``.
 
     A store accumulates history — every version of a method one has edited — and averaging
     seeds of different versions, or mixing them across ratios, would describe no method at all.
     A row that failed before its setup was known (e.g. the suite did not load) is kept only
-    where no row of the chosen setup covers its case.
+    where no row of the chosen setup covers its case. Rows measured by two protocols (a language model's context
+    lengths) are two groups: both are kept, to be reported apart.
     """
     rows = list(rows)
     complete = [r for r in rows if r.get("method_hash") and r.get("base_sha256")]
-    newest: dict[tuple[str, str], tuple[str, tuple]] = {}
+    newest: dict[tuple[str, str | None, str], tuple[str, tuple]] = {}
     for row in complete:
-        group = (row.get("suite"), row.get("method"))
+        group = (row.get("suite"), row.get("protocol_hash"), row.get("method"))
         stamp = row.get("finished") or ""
         if group not in newest or stamp >= newest[group][0]:
             newest[group] = (stamp, setup_of(row))
     kept, superseded, partial = [], [], []
     for row in rows:
-        group = (row.get("suite"), row.get("method"))
+        group = (row.get("suite"), row.get("protocol_hash"), row.get("method"))
         if group not in newest or not (row.get("method_hash") and row.get("base_sha256")):
             partial.append(row)
         else:

@@ -9,7 +9,7 @@ import pytest
 
 from pytest_shrinkbench.results import plots
 from pytest_shrinkbench.results.report import build
-from tests.helpers import row
+from tests.helpers import lm_row, row
 
 RATIOS = (1, 2, 4, 8, 16, 32)
 METHODS = ("global-magnitude", "layer-magnitude", "global-gradient", "layer-gradient", "gradual-magnitude", "random")
@@ -78,3 +78,27 @@ def test_a_failed_point_breaks_its_line_and_is_named_in_the_legend() -> None:
     labels = [text.get_text() for text in plots.figure(build(rows), "digits-mlp", "compression").legends[0].get_texts()]
     assert labels == ["a", "b (failed at x2)", "c (no passed case)"]
     assert math.isnan(plots.series(build(rows), "digits-mlp", "compression")["b"][1][1])
+
+
+def test_perplexity_is_drawn_on_a_log_axis_named_after_it_with_the_best_band_at_the_bottom() -> None:
+    """Perplexity from 3.3 to a collapsed 60 at x8: a log y axis spans it; the zoom keeps every ratio's three lowest."""
+    rows = [lm_row(m, r, 0, p * r ** k) for m, p, k in (("sparsegpt", 3.28, 0.05), ("wanda", 3.67, 0.1), ("row-magnitude", 3.77, 0.2),
+                                                           ("random", 4.0, 1.4)) for r in (1, 2, 4, 8)]
+    report = build(rows)
+    (suite,) = report.suites
+    figure = plots.figure(report, suite, "compression")
+    full, zoom = figure.axes
+    assert full.get_yscale() == zoom.get_yscale() == "log"
+    assert full.get_ylabel() == "perplexity, final (lower is better)"
+    assert full.get_xlabel() == "compression ratio (prunable weights ÷ their non-zero count)"
+    assert zoom.get_title() == "zoom on the best band"
+    low, high = full.get_ylim()
+    assert 2.5 < low < 3.28 and high > 4.0 * 8 ** 1.4, "the full panel spans the data, collapse included (5% room in log space)"
+    low, high = zoom.get_ylim()
+    for ratio in (1, 2, 4, 8):
+        best = sorted(e.score[0] for e in report.entries_of(suite) if e.ratio == ratio)[:3]
+        assert all(low < p < high for p in best), f"x{ratio}: the three lowest are in the zoom"
+    assert high < 4.0 * 8 ** 1.4, "x8's collapsed random is left to the full panel"
+    assert figure._suptitle.get_text().startswith(f"{suite}: perplexity vs compression ratio")
+    assert plots.series(report, suite, "compression")["wanda"][1][:2] == (2.0, pytest.approx(3.67 * 2 ** 0.1)), \
+        "x is the compression on the suite's basis, y the perplexity as it is (not in %)"

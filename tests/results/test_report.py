@@ -16,10 +16,13 @@ from pathlib import Path
 import pytest
 
 from pytest_shrinkbench.cli import main
+from pytest_shrinkbench.identity import protocol_hash
 from pytest_shrinkbench.results import leaderboard
+from pytest_shrinkbench.results.formats import to_markdown
 from pytest_shrinkbench.results.plots import PLOT_PIXELS, png_size
+from pytest_shrinkbench.results.report import build
 from pytest_shrinkbench.results.store import ResultsStore
-from tests.helpers import row
+from tests.helpers import PROTOCOL, lm_row, row
 
 RATIOS = (1, 2, 4, 8)
 SEEDS = (0, 1, 2)
@@ -234,3 +237,61 @@ def test_report_usage_errors_name_the_option(tmp_path: Path, capsys, monkeypatch
     assert code == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "shrinkbench-report").exists(), "nothing is written before the options are checked"
+
+
+def test_a_language_models_report_shows_its_protocols_apart_in_every_format(tmp_path: Path, capsys) -> None:
+    """Runs that differ only in context length, merged from one store: two sections, each naming its protocol,
+    ranked by perplexity lowest first; the CNN suite beside them reads as always."""
+    longer = {**PROTOCOL, "context_length": 256}
+    rows = [lm_row(m, 2, s, p + 0.01 * s, protocol=protocol, finished=f"2024-01-0{1 + (protocol is longer)}T00:00:0{s}Z")
+            for protocol in (PROTOCOL, longer) for m, p in (("wanda", 3.67), ("sparsegpt", 3.28), ("row-magnitude", 3.77))
+            for s in (0, 1)]
+    rows += rows_of("digits-mlp", ("alpha", "beta"), (1, 2), SEEDS)
+    store = ResultsStore(tmp_path / "store.sqlite")
+    for r in rows:
+        store.put(r)
+    store.close()
+    assert len(ResultsStore(tmp_path / "store.sqlite", readonly=True).rows()) == len(rows), "two protocols: two keys per case"
+    out = tmp_path / "report"
+    assert main(["report", str(tmp_path / "store.sqlite"), "-o", str(out)]) == 0
+    assert f"{len(rows)} cases after merging" in capsys.readouterr().out, "neither protocol's rows superseded the other's"
+    boards = {context: f"pydoc-lm [protocol {protocol_hash(p)}]" for context, p in ((128, PROTOCOL), (256, longer))}
+
+    md = (out / "leaderboard.md").read_text()
+    for context, board in boards.items():
+        section = md.split(f"\n## {board}\n", 1)[1].split("\n## ", 1)[0]
+        assert "ranked by perplexity, lower is better" in section
+        assert f"protocol {protocol_hash({**PROTOCOL, 'context_length': context})}: " in section
+        assert f"context_length {context}" in section and "corpus_sha256 c0ffee555555…" in section
+        ranked = md_tables(md, board)["Leaderboard"]
+        assert [(r["method"], r["rank"]) for r in ranked] == [("sparsegpt", "*1"), ("wanda", "2"), ("row-magnitude", "3")]
+        assert ranked[0]["perplexity (final)"] == "3.285 ± 0.007" and ranked[0]["compression (prunable)"] == "x2.0"
+        assert md_tables(md, board)["Summary (x2–x2)"][0]["area: mean perplexity over log2 compression"] == "3.285 ± 0.007"
+        for axis in ("compression", "speedup"):
+            assert (out / f"{board}-perplexity-vs-{axis}.svg").exists()
+    assert "rows of two protocols (a context length, a calibration set, a corpus) are two leaderboards" in md
+    assert "ranked by" not in md.split("\n## digits-mlp\n", 1)[1].split("\n## ", 1)[0], "the CNN suite's section is as it was"
+
+    data = json.loads((out / "leaderboard.json").read_text())
+    lm = data["suites"][boards[256]]
+    assert (lm["metric"], lm["direction"], lm["compression_basis"]) == ("perplexity", "lower", "prunable")
+    assert lm["protocol"] == longer and lm["protocol_hash"] == protocol_hash(longer)
+    assert lm["leaderboard"][0]["perplexity_mean"] == pytest.approx(3.285)
+    assert "metric" not in data["suites"]["digits-mlp"] and "protocol" not in data["suites"]["digits-mlp"]["leaderboard"][0]
+
+    records = list(csv.DictReader((out / "leaderboard.csv").open()))
+    by_protocol = {r["protocol_hash"] for r in records if r["suite"].startswith("pydoc-lm")}
+    assert by_protocol == {protocol_hash(PROTOCOL), protocol_hash(longer)}
+    cnn = next(r for r in records if r["suite"] == "digits-mlp")
+    assert cnn["metric"] == "" and cnn["perplexity_mean"] == "", "a CNN row of a mixed report leaves the LM columns empty"
+
+    page = (out / "leaderboard.html").read_text()
+    assert page.count("ranked by perplexity, lower is better") == 2 and "context_length 256" in page
+
+
+def test_a_checkpoint_tagged_suites_setup_line_names_its_base_and_cases() -> None:
+    """A suite with several checkpoints is reported per tag: its setup line reads that tag's rows (it read none)."""
+    report = build([row("alpha", 2, s, 0.9, suite="cifar10-resnet56", weights="w123") for s in (0, 1)])
+    assert report.suites == ["cifar10-resnet56 [w123]"]
+    assert report.setup("cifar10-resnet56 [w123]")["base_sha256"] == ["b" * 64]
+    assert to_markdown(report).split("## cifar10-resnet56 [w123]\n\n", 1)[1].startswith("2 cases (2 passed); base weights sha256 bbbbbbbbbbbb")
