@@ -10,17 +10,19 @@ from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 
-def module_flops(model: nn.Module, input_shape: tuple[int, ...], modules: list[str]) -> dict[str, int]:
+def module_flops(model: nn.Module, input_shape: tuple[int, ...], modules: list[str],
+                 dtype: torch.dtype = torch.float32) -> dict[str, int]:
     """FLOPs of one forward pass of one example, per named module, counted by PyTorch's FlopCounterMode.
 
     The count runs on a meta-device copy, so it costs no compute and no memory whatever the
     model. FlopCounterMode counts a multiply-add as two FLOPs. The copy runs in eval mode: a
     training-mode batch norm refuses one example on a 1×1 map (ResNet-18's last stage at 32×32).
+    ``dtype`` is the input's (a language model's: token indices).
     """
     meta = copy.deepcopy(model).to("meta").eval()
     counter = FlopCounterMode(display=False)
     with counter:
-        meta(torch.empty((1, *input_shape), device="meta"))
+        meta(torch.empty((1, *input_shape), dtype=dtype, device="meta"))
     counts = counter.get_flop_counts()
     root = type(model).__name__
     return {name: int(sum(counts.get(f"{root}.{name}", {}).values())) for name in modules}

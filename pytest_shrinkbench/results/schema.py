@@ -79,6 +79,15 @@ FIELDS: tuple[Field, ...] = (
     Field("channels_shrunk", "output channels cut out by shrinking"),
     Field("shrink_exact", "whether folding removed channels into biases is exact"),
     Field("shrink_error", "why the model could not be shrunk (its latency is then not measured)"),
+    # language models (issue 24): the suite's ranking metric, perplexity, the compression basis and the protocol
+    Field("metric", "the suite's ranking metric: `top1` (classification, higher is better) or `perplexity` (language, lower)"),
+    Field("perplexity", "exp of the mean next-token NLL over the test windows (language suites; top1/top5 are next-token accuracy)", junit=True),
+    Field("perplexity_pre", "perplexity after pruning, before fine-tuning (one-shot suites: the same measurement)", junit=True),
+    Field("perplexity_base", "perplexity of the unpruned base model"),
+    Field("compression_basis", "what the requested ratio divides: `model` (all parameters) or `prunable` (the prunable weights)"),
+    Field("compression_prunable", "achieved compression of the prunable weights: their count / their non-zero count", junit=True),
+    Field("protocol", "what a language row's number depends on: corpus sha256, context length, stride, calibration "
+                      "count/length/source/seed, exclusions, dtype, transformers version"),
 )
 NAMES: tuple[str, ...] = tuple(f.name for f in FIELDS)
 # How confined a row's method was (the ``sandbox`` field's values), weakest first.

@@ -22,7 +22,7 @@ from ..prunable import prunable_parameters
 from ..sandbox.protocol import Setup
 from ..sandbox.runner import Sandbox, default_sandbox
 from ..suites.subject import Subject
-from ..suites.training import evaluate, fit, optimizer_steps
+from ..suites.training import fit, measure, optimizer_steps
 from .gradual import finetune_gradually, gradual_schedule
 from .guards import time_limit
 from .invariants import check_no_hooks, check_pruned
@@ -72,6 +72,7 @@ def finetune(model: nn.Module, subject: Subject, seed: int, enforcer: MaskEnforc
             device=subject.device,
             on_optimizer=enforcer.attach if enforcer else None,
             on_epoch_end=(lambda epoch: enforcer.check(f"fine-tuning epoch {epoch + 1}")) if enforcer else None,
+            loss=subject.suite.objective.loss,
         )
     finally:
         if enforcer:
@@ -83,13 +84,17 @@ def provenance(spec: CaseSpec, subject: Subject, sandbox: Sandbox) -> dict[str, 
     """What a case's numbers depend on besides its spec, known before it runs: the method's source
     hash, the base weights' identity, the recipe hash and the environment, and how its method is
     confined. With the spec, this is the case's identity in the results store
-    (:func:`pytest_shrinkbench.identity.case_key`)."""
+    (:func:`pytest_shrinkbench.identity.case_key`). A suite with a protocol (a language model's corpus, windows
+    and calibration) records it too, and its dense metrics (``perplexity_base`` beside ``top1_base``)."""
+    protocol = subject.protocol(spec.seed)
     return dict(
         base_sha256=subject.sha256,
         recipe_hash=subject.suite.finetune_recipe.digest(),
         method_hash=sandbox.method(spec.method).source_hash,
-        top1_base=subject.base_top1,
-        top5_base=subject.base_top5,
+        **{f"{name}_base": value for name, value in subject.base_metrics.items()},
+        metric=subject.suite.objective.metric,
+        compression_basis=subject.suite.compression_basis,
+        **({"protocol": protocol} if protocol is not None else {}),
         sandbox=sandbox.level,
         **environment(subject.device),
     )
@@ -101,6 +106,7 @@ def _run(spec: CaseSpec, subject: Subject, result: dict[str, Any], sandbox: Sand
         result.update(provenance(spec, subject, sandbox))
     result.setdefault("weights_changed", 0)
     result["prune_steps"] = info.steps
+    task, basis = subject.suite.objective, subject.suite.compression_basis
     inputs, targets = subject.batch(spec.seed)
     torch.manual_seed(spec.seed)
     model = subject.fresh_model()
@@ -108,14 +114,20 @@ def _run(spec: CaseSpec, subject: Subject, result: dict[str, Any], sandbox: Sand
     total = optimizer_steps(subject.data.train, subject.suite.finetune_recipe)
     compressions, prune_after = gradual_schedule(spec.ratio, info.steps, total) if info.steps > 1 else ([spec.ratio], [])
     setup = Setup(info, spec.suite, subject.sha256, spec.seed, str(subject.device), torch.get_num_threads(), inputs, targets,
-                  subject.state)
+                  subject.state, subject.calibration(spec.seed), basis)
     check_inputs = subject.check_inputs()
     with closing(sandbox.open(setup)) as calls:
         masks = prune_step(calls, prunable, compressions[0], 0, None, result)
         when = f" (step 1 of {info.steps})" if info.steps > 1 else ""
-        check_compression(model, compressions[0], when, result=result)
+        check_compression(model, compressions[0], when, prunable=prunable, result=result, basis=basis)
         check_pruned(model, prunable, masks, check_inputs, subject.fresh_model, f"after pruning{when}")
-        result["top1_pre"], result["top5_pre"] = evaluate(model, subject.data.test, device=subject.device)
+        pruned = measure(model, subject.data.test, task, device=subject.device)
+        result.update({f"{name}_pre": value for name, value in pruned.items()})
+        if total == 0:  # one-shot: the pruned model is the final model, measured once
+            result.update(pruned, finetune_seconds=0.0)
+            check_no_hooks(model, "after pruning")
+            result.update(pruned_flops(model, subject.dense_flops, subject.channel_links))
+            return model
         torch.manual_seed(spec.seed)  # fine-tuning's randomness (dropout) depends on the seed alone
         if info.steps == 1:
             calls.close()  # a one-shot method's child is done: it is not kept through fine-tuning
@@ -126,10 +138,10 @@ def _run(spec: CaseSpec, subject: Subject, result: dict[str, Any], sandbox: Sand
             # A regrown weight starts at zero and may stay there (a dead input): with regrowth the size is
             # checked on the masks, and the row still records the model's true non-zero count.
             check_compression(model, spec.ratio, " (after the last step and fine-tuning)",
-                              masks if info.regrowth else None, prunable, result=result)
+                              masks if info.regrowth else None, prunable, result=result, basis=basis)
     check_pruned(model, prunable, masks, check_inputs, subject.fresh_model, "after fine-tuning")
     check_no_hooks(model, "after fine-tuning")
-    result["top1"], result["top5"] = evaluate(model, subject.data.test, device=subject.device)
+    result.update(measure(model, subject.data.test, task, device=subject.device))
 
     result.update(pruned_flops(model, subject.dense_flops, subject.channel_links))
     return model

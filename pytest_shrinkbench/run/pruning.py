@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..errors import CaseFailure
-from ..prunable import count_parameters
+from ..prunable import count_parameters, prunable_parameters
 from ..sandbox.runner import MethodCalls
 from .masks import apply_masks, validate_masks
 
@@ -18,20 +18,32 @@ COMPRESSION_TOLERANCE = 0.005
 
 
 def check_compression(model: nn.Module, target: float, when: str = "", masks: dict[str, torch.Tensor] | None = None,
-                       prunable: dict[str, nn.Parameter] | None = None, result: dict[str, Any] | None = None) -> tuple[int, int]:
-    """Total and non-zero parameters, failing the case unless they reach ``target``. With ``masks`` (a gradual
-    method's intermediate step) the prunable weights count by their masks: a regrown weight is kept though still zero.
-    ``result`` gets the model's counts before any failure, so a failed row still says what was achieved."""
+                      prunable: dict[str, nn.Parameter] | None = None, result: dict[str, Any] | None = None,
+                      basis: str = "model") -> tuple[int, int]:
+    """Total and non-zero parameters on ``basis`` (``model``: all parameters; ``prunable``: the prunable weights),
+    failing the case unless they reach ``target``. With ``masks`` (a gradual method's intermediate step) the
+    prunable weights count by their masks: a regrown weight is kept though still zero. ``result`` gets the
+    model's counts on both bases before any failure, so a failed row still says what was achieved."""
+    prunable = prunable_parameters(model) if prunable is None else prunable
     total, nonzero = count_parameters(model)
+    prunable_total = sum(p.numel() for p in prunable.values())
+    prunable_nonzero = sum(int(torch.count_nonzero(p)) for p in prunable.values())
     if result is not None:
-        result.update(params_total=total, params_nonzero=nonzero, compression=total / nonzero if nonzero else None)
-    if masks is not None and prunable is not None:
-        nonzero += sum(int(masks[n].sum()) - int(torch.count_nonzero(p)) for n, p in prunable.items())
+        result.update(params_total=total, params_nonzero=nonzero, compression=total / nonzero if nonzero else None,
+                      compression_prunable=prunable_total / prunable_nonzero if prunable_nonzero else None,
+                      compression_basis=basis)
+    if masks is not None:
+        regrown = sum(int(masks[n].sum()) - int(torch.count_nonzero(p)) for n, p in prunable.items())
+        nonzero, prunable_nonzero = nonzero + regrown, prunable_nonzero + regrown
+    if basis == "prunable":
+        total, nonzero, what = prunable_total, prunable_nonzero, "prunable weights"
+    else:
+        what = "parameters"
     if nonzero == 0 or abs(total / nonzero / target - 1) > COMPRESSION_TOLERANCE:
         achieved = f"x{total / nonzero:.4g}" if nonzero else "everything pruned"
         raise CaseFailure(
             f"requested compression x{target:g}{when} but the masks achieve {achieved} "
-            f"({nonzero} of {total} parameters non-zero; {round(total / target)} expected)"
+            f"({nonzero} of {total} {what} non-zero; {round(total / target)} expected)"
         )
     return total, nonzero
 

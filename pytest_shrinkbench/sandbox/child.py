@@ -105,6 +105,12 @@ def model_for(setup: Setup) -> nn.Module:
     return model.to(setup.device)
 
 
+def context_for(setup: Setup, model: nn.Module, compression: float, steps: int) -> PruneContext:
+    """The method's context for the case ``setup`` describes (the same in a child and in-process)."""
+    return PruneContext(model, compression, setup.inputs, setup.targets, seed=setup.seed, steps=steps,
+                        calibration=setup.calibration, basis=setup.basis)
+
+
 def _serve_case(setup: Setup, to_read: int, to_write: int) -> None:
     """Answer each call of the case's method until the harness closes the pipe."""
     torch.set_num_threads(setup.threads)
@@ -118,7 +124,7 @@ def _serve_case(setup: Setup, to_read: int, to_write: int) -> None:
         except EOFError:
             return
         if ctx is None:
-            ctx = PruneContext(model, call.compression, setup.inputs, setup.targets, seed=setup.seed, steps=method.steps)
+            ctx = context_for(setup, model, call.compression, method.steps)
         else:
             with torch.no_grad():
                 model.load_state_dict(call.state)

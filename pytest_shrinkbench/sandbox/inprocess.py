@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from ..errors import CaseFailure
 from ..run.masks import validate_masks
 from .calling import answer_call
-from .child import model_for
+from .child import context_for, model_for
 from .context import PruneContext
 from .discovery import load_method
 from .methods import METHODS, Method, load_installed
@@ -33,8 +33,7 @@ class InProcessCalls:
 
     def call(self, compression: float, step: int, state: dict[str, Tensor] | None) -> Answer:
         if self.ctx is None:
-            self.ctx = PruneContext(self.model, compression, self.setup.inputs, self.setup.targets, seed=self.setup.seed,
-                                    steps=self.method.steps)
+            self.ctx = context_for(self.setup, self.model, compression, self.method.steps)
         else:
             with torch.no_grad():
                 self.model.load_state_dict(state)
@@ -55,12 +54,15 @@ def prune(
     *,
     batch: tuple[Tensor, Tensor],
     seed: int = 0,
+    calibration: Tensor | None = None,
+    basis: str = "model",
 ) -> dict[str, Tensor]:
     """Masks of ``method`` for ``model`` at whole-model ``compression``, validated, keyed by parameter name.
 
     ``method`` is a registered name (installed methods, such as the baselines, are found; import
     your own module first) or a function of a :class:`PruneContext`. The model's weights are
-    not modified unless the method itself does so.
+    not modified unless the method itself does so. ``calibration`` (token windows) and ``basis`` (``model`` or
+    ``prunable``: what ``compression`` divides) are what a language-model suite would give the method.
     """
     if isinstance(method, str):
         if method not in METHODS:
@@ -68,7 +70,7 @@ def prune(
         fn = METHODS.get(method)
     else:
         fn = Method(getattr(method, "__name__", "method"), method)
-    ctx = PruneContext(model, compression, batch[0], batch[1], seed=seed)
+    ctx = PruneContext(model, compression, batch[0], batch[1], seed=seed, calibration=calibration, basis=basis)
     answer = answer_call(fn, ctx)
     if answer.error is not None:
         raise CaseFailure(answer.error)

@@ -74,6 +74,8 @@ class Setup:
     inputs: Tensor  # the case's batch of training data
     targets: Tensor
     state: dict[str, Tensor] | None = None  # the base weights, when the child must build the model itself
+    calibration: Tensor | None = None  # the suite's calibration windows for this case's seed (ctx.calibration)
+    basis: str = "model"  # what the requested compression divides: "model" or "prunable" (the suite's)
 
 
 @dataclass

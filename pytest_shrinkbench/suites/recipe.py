@@ -15,7 +15,7 @@ from torch import nn
 class Recipe:
     """Optimizer and schedule of one training run (base training or per-case fine-tuning)."""
 
-    optimizer: str  # "sgd" or "adam"
+    optimizer: str  # "sgd", "adam" or "adamw"
     lr: float
     epochs: int
     batch_size: int
@@ -27,10 +27,16 @@ class Recipe:
             return torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
         if self.optimizer == "adam":
             return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
-        raise ValueError(f"unknown optimizer {self.optimizer!r} (expected 'sgd' or 'adam')")
+        if self.optimizer == "adamw":
+            return torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+        raise ValueError(f"unknown optimizer {self.optimizer!r} (expected 'sgd', 'adam' or 'adamw')")
 
     def make_scheduler(self, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler | None:
         """A per-epoch learning-rate schedule, or None for a constant rate."""
+        return None
+
+    def step_limit(self) -> int | None:
+        """The most optimizer steps a run takes (None: every batch of every epoch)."""
         return None
 
     def digest(self) -> str:
@@ -61,3 +67,21 @@ class ScheduledRecipe(Recipe):
         if not self.milestones:
             return None
         return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(self.milestones), gamma=self.gamma)
+
+
+@dataclass(frozen=True)
+class StepRecipe(Recipe):
+    """A recipe pinned in optimizer steps rather than epochs: training stops after ``steps`` batches, mid-epoch if
+    need be (a language model's base training: 1,100 batches of random windows, a fraction of one epoch).
+
+    ``steps`` is part of :meth:`digest`, so it never shares a hash with a plain :class:`Recipe`.
+    """
+
+    steps: int = 0
+
+    def step_limit(self) -> int | None:
+        return self.steps
+
+
+# One-shot pruning: no fine-tuning at all; the pruned model is the final model and is measured once.
+ONE_SHOT = Recipe("sgd", lr=0.0, epochs=0, batch_size=1)

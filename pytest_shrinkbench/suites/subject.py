@@ -12,6 +12,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from filelock import FileLock
@@ -25,7 +26,7 @@ from ..prunable import prunable_modules
 from .decoded import take
 from .decoding import prepared
 from .registry import SUITES, Splits, Suite
-from .training import evaluate, fit
+from .training import fit, measure
 
 # What a cache record's "sha256" is a hash of (records without it hold the file's bytes' sha256).
 IDENTITY = "tensors"
@@ -54,17 +55,24 @@ class Subject:
     sha256: str
     checkpoint: Path
     device: torch.device
-    base_top1: float = field(init=False)
-    base_top5: float = field(init=False)
+    base_metrics: dict[str, float] = field(init=False)  # the dense base model's metrics (the suite's task's)
     dense_flops: dict[str, int] = field(init=False)
     channel_links: dict[str, Link] | None = field(init=False)  # None: torch.fx could not trace the model
     _pristine: nn.Module | None = field(init=False, default=None, repr=False)
 
     def __post_init__(self) -> None:
         model = self.fresh_model()
-        self.base_top1, self.base_top5 = evaluate(model, self.data.test, device=self.device)
-        self.dense_flops = module_flops(model, self.input_shape, list(prunable_modules(model)))
+        self.base_metrics = measure(model, self.data.test, self.suite.objective, device=self.device)
+        self.dense_flops = module_flops(model, self.input_shape, list(prunable_modules(model)), self.data.train[0][0].dtype)
         self.channel_links = channel_links(model)
+
+    @property
+    def base_top1(self) -> float:
+        return self.base_metrics["top1"]
+
+    @property
+    def base_top5(self) -> float:
+        return self.base_metrics["top5"]
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -86,6 +94,33 @@ class Subject:
             torch.manual_seed(seed)
             inputs, targets = take(self.data.train, order[:size].tolist())
         return inputs.to(self.device), targets.to(self.device)
+
+    def calibration(self, seed: int) -> Tensor | None:
+        """The suite's calibration batches for a case of ``seed`` (None when it declares none): ``count`` training
+        windows drawn with the seed, each cut to ``length`` tokens."""
+        pinned = self.suite.calibration
+        if pinned is None:
+            return None
+        if pinned.count > len(self.data.train):
+            raise ValueError(f"suite {self.suite.name}: {pinned.count} calibration windows asked of {len(self.data.train)} training windows")
+        order = torch.randperm(len(self.data.train), generator=torch.Generator().manual_seed(seed))
+        inputs, _ = take(self.data.train, order[:pinned.count].tolist())
+        if inputs.shape[1] < pinned.length:
+            raise ValueError(f"suite {self.suite.name}: calibration windows of {pinned.length} tokens asked of "
+                             f"training windows of {inputs.shape[1]}")
+        return inputs[:, :pinned.length].contiguous().to(self.device)
+
+    def protocol(self, seed: int) -> dict[str, Any] | None:
+        """What a case's numbers depend on beyond its spec, for suites that pin a protocol (language models): the
+        suite's own measurements (corpus sha256, context length, stride, dtype, library versions) and the
+        calibration (count, length, source and the case's seed). None for suites without either."""
+        suite = self.suite
+        if suite.protocol is None and suite.calibration is None:
+            return None
+        found = dict(suite.protocol() if suite.protocol is not None else {})
+        if suite.calibration is not None:
+            found.update(suite.calibration.as_dict(), calibration_seed=seed)
+        return found
 
     def check_inputs(self) -> Tensor:
         """Fixed training inputs on which the invariants compare logits."""
@@ -263,17 +298,17 @@ def _train_and_store(suite: Suite, data: Splits, path: Path, device: torch.devic
         torch.manual_seed(BASE_TRAINING_SEED)
         model = suite.build_model().to(device)
         start = time.perf_counter()
-        fit(model, data.train, suite.base_recipe, seed=BASE_TRAINING_SEED, device=device)
+        fit(model, data.train, suite.base_recipe, seed=BASE_TRAINING_SEED, device=device, loss=suite.objective.loss)
         seconds = time.perf_counter() - start
     finally:
         torch.set_num_threads(threads)
-    top1, top5 = evaluate(model, data.test, device=device)
+    metrics = measure(model, data.test, suite.objective, device=device)
     state = {k: v.cpu() for k, v in model.state_dict().items()}
     buffer = io.BytesIO()  # saved through a buffer, the archive's inner name is fixed: same weights, same bytes
     torch.save(state, buffer)
     _replace(path, buffer.getvalue())
     info = {"suite": suite.name, "sha256": state_digest(state), "identity": IDENTITY, "recipe": asdict(suite.base_recipe),
-            "top1": top1, "top5": top5, "train_seconds": round(seconds, 3), "threads": BASE_TRAINING_THREADS,
+            **metrics, "train_seconds": round(seconds, 3), "threads": BASE_TRAINING_THREADS,
             "torch": torch.__version__}
     _write_record(path.with_suffix(".json"), info)
 
