@@ -118,6 +118,10 @@ class Subject:
         if suite.protocol is None and suite.calibration is None:
             return None
         found = dict(suite.protocol() if suite.protocol is not None else {})
+        if suite.task == "language":  # the test windows: non-overlapping, so the stride is the context length
+            context = int(self.data.test[0][0].shape[-1])
+            found.update(context_length=context, stride=context)
+        found["dtype"] = str(next(v.dtype for v in self.state.values() if v.is_floating_point())).removeprefix("torch.")
         if suite.calibration is not None:
             found.update(suite.calibration.as_dict(), calibration_seed=seed)
         return found
