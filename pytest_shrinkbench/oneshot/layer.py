@@ -41,9 +41,10 @@ class Inputs:
 
 
 def keep_per_row(scores: Tensor, keep: float, pattern: Pattern | None = None) -> Tensor:
-    """Masks keeping, in every output row, the ``round(inputs × keep)`` highest scores; with an N:M ``pattern``,
-    the N highest of every M consecutive inputs instead (a layer whose input size is not a multiple of M is
-    left dense, as the harness's patterns are)."""
+    """Masks keeping the highest scores of every output row: ``round(weights × keep)`` in the layer, shared out as
+    evenly as rows allow (the first rows keep one more when it does not divide), so small layers hit the budget
+    too. With an N:M ``pattern``, the N highest of every M consecutive inputs instead (a layer whose input size
+    is not a multiple of M is left dense, as the harness's patterns are)."""
     rows, cols = scores.shape
     mask = torch.zeros_like(scores, dtype=torch.bool)
     if pattern is not None:
@@ -52,7 +53,11 @@ def keep_per_row(scores: Tensor, keep: float, pattern: Pattern | None = None) ->
             return ~mask
         groups = scores.reshape(rows, cols // m, m)
         return mask.view(rows, cols // m, m).scatter_(2, groups.topk(n, dim=2).indices, True).view(rows, cols)
-    return mask.scatter_(1, scores.topk(round(cols * keep), dim=1).indices, True)
+    kept = round(rows * cols * keep)
+    per_row = torch.full((rows, 1), kept // rows, device=scores.device)
+    per_row[:kept % rows] += 1
+    ranks = torch.arange(cols, device=scores.device).expand(rows, cols)
+    return mask.scatter_(1, scores.argsort(dim=1, descending=True, stable=True), ranks < per_row)
 
 
 def wanda_scores(weight: Tensor, inputs: Inputs) -> Tensor:

@@ -16,7 +16,7 @@ import torch
 from .gpt import GPT, GPTConfig
 from .recipe import ONE_SHOT, StepRecipe
 from .registry import Calibration, Splits, Suite, register_suite
-from .text import TrainWindows, sha256_text, test_windows
+from .text import TrainWindows, sha256_text, held_out_windows
 
 CHUNKS = 100
 TEST_EVERY = 10  # chunk k is test when k % TEST_EVERY == TEST_EVERY - 1
@@ -38,7 +38,7 @@ def pydoc_splits(context: int = CONFIG.context) -> Splits:
     chunks = stream.tensor_split(CHUNKS)
     test = [c for k, c in enumerate(chunks) if k % TEST_EVERY == TEST_EVERY - 1]
     train = [c for k, c in enumerate(chunks) if k % TEST_EVERY != TEST_EVERY - 1]
-    return Splits(TrainWindows(torch.cat(train), context), test_windows(torch.cat(test), context))
+    return Splits(TrainWindows(torch.cat(train), context), held_out_windows(torch.cat(test), context))
 
 
 def pydoc_model() -> GPT:

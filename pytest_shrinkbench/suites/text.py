@@ -35,7 +35,7 @@ class TrainWindows(Dataset):
         return window[:-1], window[1:]
 
 
-def test_windows(stream: Tensor, length: int) -> TensorDataset:
+def held_out_windows(stream: Tensor, length: int) -> TensorDataset:
     """Non-overlapping windows of ``length`` tokens, the tail dropped; each scores its ``length - 1`` inner
     predictions (the last position's target is :data:`~.tasks.IGNORE`)."""
     count = len(stream) // length
