@@ -84,7 +84,7 @@ def masked_finetune_seconds(subject: Subject) -> float:
     torch.manual_seed(SEED)
     model = subject.fresh_model()
     masks = prune(model, METHOD, RATIO, batch=subject.batch(SEED), seed=SEED)
-    prunable = prunable_parameters(model)
+    prunable = prunable_parameters(model, subject.trace.prunable)
     apply_masks(prunable, masks, {})
     return finetune(model, subject, SEED, MaskEnforcer(prunable, masks))
 

@@ -12,4 +12,4 @@ from pytest_shrinkbench.oneshot import keep_fraction, prune_in_order, sparsegpt
 @method("sparsegpt", baseline=True)
 def sparsegpt_method(ctx):
     keep = keep_fraction(ctx)
-    return prune_in_order(ctx, lambda weight, inputs: sparsegpt(weight, inputs.hessian(), keep), hessian=True)
+    return prune_in_order(ctx, lambda w, inputs: sparsegpt(w, inputs.hessian(), keep, ctx.pattern), hessian=True)

@@ -2,9 +2,10 @@
 w² / [H⁻¹]_jj² when the group is reached, the kept weights updated as in unstructured SparseGPT."""
 
 from pytest_shrinkbench import method
-from pytest_shrinkbench.oneshot import prune_in_order, sparsegpt
+from pytest_shrinkbench.oneshot import keep_fraction, prune_in_order, sparsegpt
 
 
-@method("sparsegpt-2of4", baseline=True)
+@method("sparsegpt-2of4", baseline=True, pattern="2:4")
 def sparsegpt_2of4(ctx):
-    return prune_in_order(ctx, lambda weight, inputs: sparsegpt(weight, inputs.hessian(), 0.5, (2, 4)), hessian=True)
+    keep = keep_fraction(ctx)
+    return prune_in_order(ctx, lambda w, inputs: sparsegpt(w, inputs.hessian(), keep, ctx.pattern), hessian=True)

@@ -12,5 +12,5 @@ from pytest_shrinkbench.oneshot import keep_fraction, keep_per_row, prune_in_ord
 @method("wanda", baseline=True)
 def wanda(ctx):
     keep = keep_fraction(ctx)
-    masks, _ = prune_in_order(ctx, lambda weight, inputs: (keep_per_row(wanda_scores(weight, inputs), keep), None))
+    masks, _ = prune_in_order(ctx, lambda w, inputs: (keep_per_row(wanda_scores(w, inputs), keep, ctx.pattern), None))
     return masks

@@ -11,6 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from pytest_shrinkbench.identity import state_digest
+from pytest_shrinkbench.measure.structured import Link, channel_links, weight_links
+from pytest_shrinkbench.prunable import Trace, trace_model
 
 SETUP = {
     "base_sha256": "b" * 64, "recipe_hash": "r" * 12, "torch": "2.14.1", "python": "3.11.7",
@@ -73,3 +75,11 @@ def result_rows(folder: Path) -> list[dict[str, Any]]:
 def rows_by_method(folder: Path) -> dict[str, dict[str, Any]]:
     """The rows of a results folder by method name (for sessions with one case per method)."""
     return {row["method"]: row for row in result_rows(folder)}
+
+
+def traced(model: nn.Module, shape: tuple[int, ...]) -> tuple[Trace, dict[str, torch.Tensor], dict[str, Link] | None]:
+    """What a subject computes of a model once: its trace on one input of ``shape``, its parameters by name, and its
+    channel links by weight name (None where torch.fx cannot trace it)."""
+    links = channel_links(model)
+    return (trace_model(model, torch.zeros(1, *shape)), dict(model.named_parameters()),
+            weight_links(model, links) if links is not None else None)

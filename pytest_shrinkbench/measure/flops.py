@@ -1,40 +1,21 @@
-"""Theoretical FLOPs: dense per layer (PyTorch's FlopCounterMode on the meta device), and scaled by weight density."""
+"""Theoretical FLOPs of a pruned model: each weight's dense FLOPs (from the traced forward pass) scaled by its density."""
 
 from __future__ import annotations
 
-import copy
 from typing import Mapping
 
 import torch
-from torch import Tensor, nn
-from torch.utils.flop_counter import FlopCounterMode
+from torch import Tensor
+
+from ..prunable import Trace
 
 
-def module_flops(model: nn.Module, input_shape: tuple[int, ...], modules: list[str],
-                 dtype: torch.dtype = torch.float32) -> dict[str, int]:
-    """FLOPs of one forward pass of one example, per named module, counted by PyTorch's FlopCounterMode.
-
-    The count runs on a meta-device copy, so it costs no compute and no memory whatever the
-    model. FlopCounterMode counts a multiply-add as two FLOPs. The copy runs in eval mode: a
-    training-mode batch norm refuses one example on a 1×1 map (ResNet-18's last stage at 32×32).
-    ``dtype`` is the input's (a language model's: token indices).
-    """
-    meta = copy.deepcopy(model).to("meta").eval()
-    counter = FlopCounterMode(display=False)
-    with counter:
-        meta(torch.empty((1, *input_shape), dtype=dtype, device="meta"))
-    counts = counter.get_flop_counts()
-    root = type(model).__name__
-    return {name: int(sum(counts.get(f"{root}.{name}", {}).values())) for name in modules}
-
-
-def sparse_flops(dense: Mapping[str, int], weights: Mapping[str, Tensor]) -> int:
-    """FLOPs left when a pruned weight performs no multiply-add: each module's FLOPs × its weight density.
-
-    ``dense`` and ``weights`` are both keyed by module name.
-    """
-    total = 0.0
-    for name, flops in dense.items():
+def sparse_flops(trace: Trace, weights: Mapping[str, Tensor]) -> int:
+    """FLOPs left when a pruned weight performs no multiply-add: the work no mask removes (activation×activation
+    matmuls, non-prunable weights) plus each prunable weight's FLOPs × its density. ``weights`` is keyed by
+    parameter name."""
+    total = float(trace.fixed_flops)
+    for name in trace.prunable:
         weight = weights[name]
-        total += flops * int(torch.count_nonzero(weight)) / weight.numel()
+        total += trace.flops.get(name, 0) * int(torch.count_nonzero(weight)) / weight.numel()
     return round(total)

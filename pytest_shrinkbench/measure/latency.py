@@ -16,9 +16,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import default_collate
 
-from ..prunable import prunable_modules
+from ..prunable import trace_model
 from ..suites.subject import Subject
-from .flops import module_flops
 from .shrink import Shrunk, shrink
 
 WARMUP_CALLS = 3  # first calls pay for allocation and kernel selection; pytest-benchmark does not warm up by default
@@ -73,7 +72,6 @@ def measure_shrunk(benchmark: Any, model: nn.Module, subject: Subject, batch: in
         warnings.warn(f"shrinkbench: could not shrink the pruned model; its latency is not measured: {message}", stacklevel=2)
         return dict(latency_batch=len(inputs), shrink_error=message, latency_ms=None, speedup_measured=None,
                     latency_dense_ms=dense_seconds * 1e3 if dense_seconds is not None else None)
-    flops = module_flops(shrunk.model, subject.input_shape, list(prunable_modules(shrunk.model)))
     seconds = median_seconds(benchmark, shrunk.model, inputs)
     benchmark.extra_info.update(channels_shrunk=shrunk.channels, shrink_exact=shrunk.exact)
     return dict(
@@ -81,7 +79,7 @@ def measure_shrunk(benchmark: Any, model: nn.Module, subject: Subject, batch: in
         channels_shrunk=shrunk.channels,
         shrink_exact=shrunk.exact,
         params_shrunk=sum(p.numel() for p in shrunk.model.parameters()),
-        flops_shrunk=sum(flops.values()),
+        flops_shrunk=trace_model(shrunk.model, subject.example).total,
         latency_ms=seconds * 1e3,
         latency_dense_ms=dense_seconds * 1e3 if dense_seconds is not None else None,
         speedup_measured=dense_seconds / seconds if dense_seconds is not None else None,

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from ..prunable import PRUNABLE_MODULES
+from ..prunable import LAYER_MODULES
 from .structured import (
     PASS_FUNCTIONS,
     PASS_METHODS,
@@ -113,10 +113,10 @@ def _module_calls(graph: torch.fx.Graph, modules: dict[str, nn.Module]) -> dict[
             calls[node.target] = calls.get(node.target, 0) + 1
     owners: dict[int, int] = {}
     for module in modules.values():
-        if isinstance(module, PRUNABLE_MODULES):
+        if isinstance(module, LAYER_MODULES):
             owners[id(module.weight)] = owners.get(id(module.weight), 0) + 1
     for name, module in modules.items():
-        if isinstance(module, PRUNABLE_MODULES) and owners[id(module.weight)] > 1:
+        if isinstance(module, LAYER_MODULES) and owners[id(module.weight)] > 1:
             calls[name] = 2
     return calls
 
@@ -139,7 +139,7 @@ def _plan(model: nn.Module, inputs: Tensor) -> tuple[_Plan, bool]:
     modules = dict(model.named_modules())
     calls = _module_calls(graph, modules)
     for node in graph.nodes:
-        if node.op != "call_module" or calls[node.target] > 1 or not isinstance(modules[node.target], PRUNABLE_MODULES):
+        if node.op != "call_module" or calls[node.target] > 1 or not isinstance(modules[node.target], LAYER_MODULES):
             continue
         if getattr(modules[node.target], "groups", 1) != 1:
             continue

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..prunable import PRUNABLE_MODULES, prunable_modules
+from ..prunable import LAYER_MODULES, Trace, prunable_modules
 from .flops import sparse_flops
 
 PASS_MODULES = (
@@ -101,7 +101,7 @@ def channel_links(model: nn.Module, graph: torch.fx.Graph | None = None) -> dict
     modules = dict(model.named_modules())
     links: dict[str, Link] = {}
     for node in graph.nodes:
-        if node.op != "call_module" or not isinstance(modules.get(node.target), PRUNABLE_MODULES) or not node.args:
+        if node.op != "call_module" or not isinstance(modules.get(node.target), LAYER_MODULES) or not node.args:
             continue
         consumer = modules[node.target]
         found = _producer(node.args[0], modules)
@@ -131,7 +131,7 @@ def _producer(source: object, modules: dict[str, nn.Module]) -> tuple[str, tuple
     flattened = False
     while isinstance(source, torch.fx.Node):
         module = modules.get(source.target) if source.op == "call_module" else None
-        if isinstance(module, PRUNABLE_MODULES):
+        if isinstance(module, LAYER_MODULES):
             if not is_depthwise(module):
                 return source.target, tuple(reversed(through)), flattened
             fallback = (source.target, tuple(reversed(through)), flattened)
@@ -165,15 +165,24 @@ def link_removed(link: Link, weights: Mapping[str, Tensor]) -> Tensor:
     return gone
 
 
-def structured_flops(dense: Mapping[str, int], weights: Mapping[str, Tensor], links: Mapping[str, Link]) -> int:
+def weight_links(model: nn.Module, links: Mapping[str, Link]) -> dict[str, Link]:
+    """:func:`channel_links` keyed by weight parameter names instead of module names (consumer, producer and the
+    depthwise convs on the way): FLOPs and masks are per parameter."""
+    weight_of = prunable_modules(model)
+    return {weight_of[consumer]: Link(weight_of[link.producer], link.group, tuple(weight_of[t] for t in link.through),
+                                      link.depthwise)
+            for consumer, link in links.items()}
+
+
+def structured_flops(trace: Trace, weights: Mapping[str, Tensor], links: Mapping[str, Link]) -> int:
     """FLOPs left when pruned weights do no work *and* removed output channels remove their consumers' input work.
 
-    Each module's FLOPs × the density of its weight after also dropping the input columns its
-    producer's removed channels feed (for a depthwise conv: its filters reading them). ``dense`` and
-    ``weights`` are keyed by module name.
+    Each prunable weight's FLOPs × its density after also dropping the input columns its producer's
+    removed channels feed (for a depthwise conv: its filters reading them), plus the work no mask removes.
+    ``weights`` (every parameter) and ``links`` (:func:`weight_links`) are keyed by parameter name.
     """
-    total = 0.0
-    for name, flops in dense.items():
+    total = float(trace.fixed_flops)
+    for name in trace.prunable:
         weight = weights[name].detach()
         link = links.get(name)
         if link is None:
@@ -183,7 +192,7 @@ def structured_flops(dense: Mapping[str, int], weights: Mapping[str, Tensor], li
         else:
             gone = link_removed(link, weights).repeat_interleave(link.group)
             nonzero = int(torch.count_nonzero(weight[:, ~gone]))
-        total += flops * nonzero / weight.numel()
+        total += trace.flops.get(name, 0) * nonzero / weight.numel()
     return round(total)
 
 
@@ -193,19 +202,18 @@ def count_removed_channels(weights: Mapping[str, Tensor]) -> int:
     return sum(int(removed_channels(w).sum()) for w in seen.values())
 
 
-def pruned_flops(model: nn.Module, dense: Mapping[str, int], links: Mapping[str, Link] | None) -> dict[str, Any]:
+def pruned_flops(model: nn.Module, trace: Trace, links: Mapping[str, Link] | None) -> dict[str, Any]:
     """A pruned model's FLOPs fields of a row, counted one way wherever they are reported (a case, a user's test).
 
-    ``dense`` is the dense model's FLOPs per module (:func:`.flops.module_flops`), ``links`` its channel
-    links, or None when torch.fx could not trace it: then each layer's FLOPs are scaled by its density
-    only, and ``flops_accounting`` says so.
+    ``trace`` is the dense model's (:func:`~pytest_shrinkbench.prunable.trace_model`: FLOPs per parameter),
+    ``links`` its :func:`weight_links`, or None when torch.fx could not trace it: then each weight's FLOPs
+    are scaled by its density only, and ``flops_accounting`` says so.
     """
     params = dict(model.named_parameters())
-    weights = {module: params[name] for module, name in prunable_modules(model).items()}
-    total = sum(dense.values())
+    prunable = {name: params[name] for name in trace.prunable}
     if links is None:
-        sparse, accounting = sparse_flops(dense, weights), "density"
+        sparse, accounting = sparse_flops(trace, params), "density"
     else:
-        sparse, accounting = structured_flops(dense, weights, links), "structured"
-    return dict(flops_dense=total, flops_sparse=sparse, speedup=total / sparse if sparse else None,
-                flops_accounting=accounting, channels_removed=count_removed_channels(weights))
+        sparse, accounting = structured_flops(trace, params, links), "structured"
+    return dict(flops_dense=trace.total, flops_sparse=sparse, speedup=trace.total / sparse if sparse else None,
+                flops_accounting=accounting, channels_removed=count_removed_channels(prunable))

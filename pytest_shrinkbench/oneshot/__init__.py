@@ -5,6 +5,6 @@ over the calibration windows and applies a per-layer rule. Methods import them o
 """
 
 from .layer import Inputs, keep_per_row, sparsegpt, wanda_scores
-from .walk import keep_fraction, prune_in_order
+from .walk import keep_fraction, keep_rows, prune_in_order
 
-__all__ = ["Inputs", "keep_fraction", "keep_per_row", "prune_in_order", "sparsegpt", "wanda_scores"]
+__all__ = ["Inputs", "keep_fraction", "keep_per_row", "keep_rows", "prune_in_order", "sparsegpt", "wanda_scores"]

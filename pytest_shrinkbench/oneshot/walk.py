@@ -17,8 +17,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
-from ..prunable import prunable_modules
-from .layer import Inputs
+from .layer import Inputs, keep_per_row
 
 # (weight as (outputs, inputs), its inputs) -> (mask, new weight or None for the old one, masked)
 LayerRule = Callable[[Tensor, Inputs], tuple[Tensor, Tensor | None]]
@@ -34,6 +33,19 @@ def keep_fraction(ctx: Any) -> float:
     return ctx.keep_budget() / sum(p.numel() for p in ctx.prunable.values())
 
 
+def keep_rows(ctx: Any, scores: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Masks keeping the highest ``scores`` within every output row of each prunable weight (or the context's
+    N:M pattern along its inputs), at the context's compression: :func:`~.layer.keep_per_row` on each weight
+    seen as (outputs, inputs), whichever way round it is stored."""
+    keep, masks = keep_fraction(ctx), {}
+    for name, score in scores.items():
+        stored_in_out = ctx.input_dims.get(name, 1) == 0  # transformers' Conv1D: (inputs, outputs)
+        rows = score.detach().T if stored_in_out else score.detach().flatten(1)
+        mask = keep_per_row(rows, keep, ctx.pattern)
+        masks[name] = mask.T.contiguous() if stored_in_out else mask.view_as(score)
+    return masks
+
+
 def blocks_of(model: nn.Module, layers: dict[str, nn.Module]) -> list[nn.Module]:
     """The model's repeated blocks in order: the longest ModuleList whose members hold prunable layers."""
     lists = [m for m in model.modules() if isinstance(m, nn.ModuleList)
@@ -47,12 +59,17 @@ def prune_in_order(ctx: Any, rule: LayerRule, hessian: bool = False) -> tuple[di
     if ctx.calibration is None:
         raise ValueError("this method needs calibration windows, which only suites declaring them give (ctx.calibration)")
     model = copy.deepcopy(ctx.model).eval()
-    names = {module: param for module, param in prunable_modules(model).items() if param in ctx.prunable}
+    params = {id(p): n for n, p in model.named_parameters()}
+    names = {module: params[id(m.weight)] for module, m in model.named_modules()
+             if isinstance(m._parameters.get("weight"), nn.Parameter) and params[id(m.weight)] in ctx.prunable}
     modules = dict(model.named_modules())
     layers = {name: modules[name] for name in names}
+    for name in set(ctx.prunable) - set(names.values()):
+        raise ValueError(f"{name} is not the weight of a layer module: this walk prunes layers' weights only")
     for name, layer in layers.items():
-        if not isinstance(layer, nn.Linear) and type(layer).__name__ != "Conv1D":
+        if layer.weight.dim() != 2:
             raise ValueError(f"{name} is a {type(layer).__name__}: this walk prunes linear layers only")
+    transposed = {name for name in names if ctx.input_dims.get(names[name], 1) == 0}  # stored (inputs, outputs)
     blocks = blocks_of(model, layers)
     masks: dict[str, Tensor] = {}
     weights: dict[str, Tensor] = {}
@@ -62,20 +79,22 @@ def prune_in_order(ctx: Any, rule: LayerRule, hessian: bool = False) -> tuple[di
             calls = [_inputs_of(model, blocks[0], args) for args, _ in calls]
         for block in blocks:
             inside = {n: m for n, m in layers.items() if n not in masks and any(m is x for x in block.modules())}
-            _prune(inside, names, block, calls, rule, hessian, masks, weights)
+            _prune(inside, names, transposed, block, calls, rule, hessian, masks, weights)
             if block is not blocks[-1]:
                 calls = [((_first(block(*args, **kwargs)), *args[1:]), kwargs) for args, kwargs in calls]
         rest = {n: m for n, m in layers.items() if names[n] not in masks}
         if rest:
-            _prune(rest, names, model, [((chunk,), {}) for chunk in ctx.calibration.split(CHUNK)], rule, hessian,
-                   masks, weights)
+            _prune(rest, names, transposed, model, [((chunk,), {}) for chunk in ctx.calibration.split(CHUNK)], rule,
+                   hessian, masks, weights)
     return masks, weights
 
 
-def _prune(layers: dict[str, nn.Module], names: dict[str, str], runner: nn.Module, calls: list, rule: LayerRule,
-           hessian: bool, masks: dict[str, Tensor], weights: dict[str, Tensor]) -> None:
-    """Gather the inputs of ``layers`` while ``runner`` runs ``calls``, then prune each layer in place (in the copy)."""
-    seen = {name: Inputs(_matrix(layer).shape[1], hessian, layer.weight.device) for name, layer in layers.items()}
+def _prune(layers: dict[str, nn.Module], names: dict[str, str], transposed: set[str], runner: nn.Module, calls: list,
+           rule: LayerRule, hessian: bool, masks: dict[str, Tensor], weights: dict[str, Tensor]) -> None:
+    """Gather the inputs of ``layers`` while ``runner`` runs ``calls``, then prune each layer in place (in the copy).
+    A weight in ``transposed`` is stored (inputs, outputs) and handled as its transpose."""
+    matrices = {name: layer.weight.detach().T if name in transposed else layer.weight.detach() for name, layer in layers.items()}
+    seen = {name: Inputs(matrices[name].shape[1], hessian, layer.weight.device) for name, layer in layers.items()}
     hooks = [layer.register_forward_pre_hook(lambda _m, args, s=seen[name]: s.add(args[0])) for name, layer in layers.items()]
     try:
         for args, kwargs in calls:
@@ -84,19 +103,12 @@ def _prune(layers: dict[str, nn.Module], names: dict[str, str], runner: nn.Modul
         for hook in hooks:
             hook.remove()
     for name, layer in layers.items():
-        matrix = _matrix(layer)
+        matrix = matrices[name]
         mask, new = rule(matrix, seen[name])
         new = torch.where(mask, matrix if new is None else new.to(matrix.dtype), 0.0)
-        transposed = type(layer).__name__ == "Conv1D"  # transformers' Conv1D stores (inputs, outputs)
-        layer.weight.copy_(new.T if transposed else new)
-        masks[names[name]] = mask.T.contiguous() if transposed else mask
+        layer.weight.copy_(new.T if name in transposed else new)
+        masks[names[name]] = mask.T.contiguous() if name in transposed else mask
         weights[names[name]] = layer.weight.detach().clone()
-
-
-def _matrix(layer: nn.Module) -> Tensor:
-    """The layer's weight as (outputs, inputs)."""
-    weight = layer.weight.detach()
-    return weight.T if type(layer).__name__ == "Conv1D" else weight
 
 
 def _inputs_of(model: nn.Module, block: nn.Module, args: tuple) -> tuple[tuple, dict]:

@@ -47,6 +47,8 @@ FIELDS: tuple[Field, ...] = (
     Field("speedup", "theoretical speedup: flops_dense / flops_sparse (null when the output is a constant)", junit=True),
     Field("flops_accounting", "`structured` (removed channels also remove their consumers' work) or `density`"),
     Field("channels_removed", "whole output channels removed, over all layers"),
+    Field("sparsity_pattern", "the N:M pattern the method declared (`2:4`: 2 kept of every 4 consecutive inputs), else null"),
+    Field("pattern_dense", "prunable weights an N:M method left dense because their input size is not a multiple of M"),
     # what the method did and how long it took
     Field("prune_steps", "how many times the method was called (> 1: a gradual method, whose top1_pre is after its first call)"),
     Field("prune_seconds", "wall time of the method's calls, including its child process", junit=True),

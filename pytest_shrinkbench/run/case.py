@@ -18,7 +18,7 @@ from torch import nn
 from ..errors import CaseFailure
 from ..identity import CaseSpec, environment
 from ..measure.structured import pruned_flops
-from ..prunable import prunable_parameters
+from ..prunable import parse_pattern, prunable_parameters
 from ..sandbox.protocol import Setup
 from ..sandbox.runner import Sandbox, default_sandbox
 from ..suites.subject import Subject
@@ -27,7 +27,7 @@ from .gradual import finetune_gradually, gradual_schedule
 from .guards import time_limit
 from .invariants import check_no_hooks, check_pruned
 from .masks import MaskEnforcer
-from .pruning import check_compression, prune_step
+from .pruning import check_compression, prune_step, record_prunable_size, record_size
 
 
 def run_case(spec: CaseSpec, subject: Subject, result: dict[str, Any] | None = None, *, timeout: float = 0,
@@ -110,23 +110,31 @@ def _run(spec: CaseSpec, subject: Subject, result: dict[str, Any], sandbox: Sand
     inputs, targets = subject.batch(spec.seed)
     torch.manual_seed(spec.seed)
     model = subject.fresh_model()
-    prunable = prunable_parameters(model)
+    prunable = prunable_parameters(model, subject.trace.prunable)
+    pattern = parse_pattern(info.pattern)
+    if pattern is not None:
+        result["sparsity_pattern"] = info.pattern
     total = optimizer_steps(subject.data.train, subject.suite.finetune_recipe)
     compressions, prune_after = gradual_schedule(spec.ratio, info.steps, total) if info.steps > 1 else ([spec.ratio], [])
     setup = Setup(info, spec.suite, subject.sha256, spec.seed, str(subject.device), torch.get_num_threads(), inputs, targets,
-                  subject.state, subject.calibration(spec.seed), basis)
+                  subject.state, list(subject.trace.prunable), dict(subject.trace.input_dim), subject.calibration(spec.seed),
+                  basis)
     check_inputs = subject.check_inputs()
     with closing(sandbox.open(setup)) as calls:
-        masks = prune_step(calls, prunable, compressions[0], 0, None, result)
+        masks = prune_step(calls, prunable, compressions[0], 0, None, result, pattern, subject.trace.input_dim)
         when = f" (step 1 of {info.steps})" if info.steps > 1 else ""
-        check_compression(model, compressions[0], when, prunable=prunable, result=result, basis=basis)
+        if pattern is None:
+            check_compression(model, compressions[0], when, None, prunable, result=result, basis=basis)
+        else:  # the pattern, checked on every mask, fixes the covered layers' density: it is the compression check
+            record_size(model, result)
+            record_prunable_size(prunable, result, basis)
         check_pruned(model, prunable, masks, check_inputs, subject.fresh_model, f"after pruning{when}")
         pruned = measure(model, subject.data.test, task, device=subject.device)
         result.update({f"{name}_pre": value for name, value in pruned.items()})
         if total == 0:  # one-shot: the pruned model is the final model, measured once
             result.update(pruned, finetune_seconds=0.0)
             check_no_hooks(model, "after pruning")
-            result.update(pruned_flops(model, subject.dense_flops, subject.channel_links))
+            result.update(pruned_flops(model, subject.trace, subject.channel_links))
             return model
         torch.manual_seed(spec.seed)  # fine-tuning's randomness (dropout) depends on the seed alone
         if info.steps == 1:
@@ -143,5 +151,5 @@ def _run(spec: CaseSpec, subject: Subject, result: dict[str, Any], sandbox: Sand
     check_no_hooks(model, "after fine-tuning")
     result.update(measure(model, subject.data.test, task, device=subject.device))
 
-    result.update(pruned_flops(model, subject.dense_flops, subject.channel_links))
+    result.update(pruned_flops(model, subject.trace, subject.channel_links))
     return model

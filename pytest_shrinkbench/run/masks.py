@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import InvariantViolation, MaskError
+from ..prunable import pattern_covers, pattern_violation
 
 
 def _plain(value: object, what: str) -> Tensor:
@@ -43,6 +44,21 @@ def validate_masks(masks: object, prunable: Mapping[str, Tensor]) -> dict[str, T
             raise MaskError(f"mask of {name!r} is on {mask.device}, parameter is on {param.device}")
     return {name: torch.empty(param.shape, dtype=torch.bool, device=param.device).copy_(masks[name].detach())
             for name, param in prunable.items()}
+
+
+def validate_pattern(masks: Mapping[str, Tensor], input_dims: Mapping[str, int], pattern: tuple[int, int]) -> list[str]:
+    """Invariant 1 for a method that declared an N:M pattern: every covered weight keeps exactly N of every M
+    consecutive inputs, every uncovered one (input size not a multiple of M) stays dense. Returns the names
+    of the weights the pattern leaves dense; a violation names the weight and its first bad group."""
+    dense = []
+    for name, mask in masks.items():
+        dim = input_dims.get(name, 1)
+        problem = pattern_violation(mask, dim, pattern)
+        if problem is not None:
+            raise MaskError(f"mask of {name!r} breaks the declared {pattern[0]}:{pattern[1]} pattern: {problem}")
+        if not pattern_covers(mask.shape, dim, pattern):
+            dense.append(name)
+    return dense
 
 
 @torch.no_grad()

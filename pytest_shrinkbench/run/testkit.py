@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 
 from ..errors import CaseFailure
 from ..measure.structured import pruned_flops
-from ..prunable import count_parameters, prunable_modules, prunable_parameters
+from ..prunable import count_parameters, parse_pattern, prunable_parameters
 from ..sandbox.calling import answer_call
 from ..sandbox.context import PruneContext
 from ..sandbox.methods import Method
@@ -31,7 +31,7 @@ from ..suites.registry import Suite
 from ..suites.subject import Subject
 from ..suites.training import measure as measure_metrics, optimizer_steps
 from .gradual import gradual_schedule
-from .masks import apply_masks, validate_masks
+from .masks import apply_masks, validate_masks, validate_pattern
 from .pruning import check_compression
 
 
@@ -99,7 +99,9 @@ class ShrinkSubject:
         """Raise what a case raises for these masks at ``ratio``: :class:`~pytest_shrinkbench.MaskError` when they
         are malformed (invariant 1), :class:`~pytest_shrinkbench.CaseFailure` when, applied to ``model``, they miss
         the compression on the suite's basis by more than 0.5%. ``model`` is left as it is."""
-        check_compression(self._masked(model, masks), ratio, basis=self.subject.suite.compression_basis)
+        masked = self._masked(model, masks)
+        check_compression(masked, ratio, "", None, prunable_parameters(masked, self.subject.trace.prunable),
+                          basis=self.subject.suite.compression_basis)
 
     def measure(self, model: nn.Module, masks: Mapping[str, Tensor] | None = None) -> dict[str, Any]:
         """The size and FLOPs fields of a case's row for ``model`` (with ``masks`` applied to a copy, if given).
@@ -111,21 +113,22 @@ class ShrinkSubject:
         model = self._masked(model, masks) if masks is not None else self._same_architecture(model)
         total, nonzero = count_parameters(model)
         return {"params_total": total, "params_nonzero": nonzero, "compression": total / nonzero if nonzero else None,
-                **pruned_flops(model, self.subject.dense_flops, self.subject.channel_links)}
+                **pruned_flops(model, self.subject.trace, self.subject.channel_links)}
 
     def _same_architecture(self, model: nn.Module) -> nn.Module:
-        """``model`` itself, if its conv and linear layers are the suite's (the FLOPs are counted per layer)."""
-        layers, expected = sorted(prunable_modules(model)), sorted(self.subject.dense_flops)
-        if layers != expected:
-            raise ValueError(f"the model is not suite {self.name!r}'s: its conv and linear layers are {layers}, "
-                             f"the suite's are {expected}")
+        """``model`` itself, if its parameters are the suite's (names and shapes: the FLOPs are counted per weight)."""
+        shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
+        expected = {name: tuple(p.shape) for name, p in self.subject.fresh_model().named_parameters()}
+        if shapes != expected:
+            differ = sorted(set(shapes.items()) ^ set(expected.items()))
+            raise ValueError(f"the model is not suite {self.name!r}'s: its parameters differ in {differ[:5]}")
         return model
 
     def _masked(self, model: nn.Module, masks: Mapping[str, Tensor]) -> nn.Module:
         """A copy of ``model`` with ``masks`` applied, once they pass the harness's validation."""
-        valid = validate_masks(masks, prunable_parameters(self._same_architecture(model)))
+        valid = validate_masks(masks, prunable_parameters(self._same_architecture(model), self.subject.trace.prunable))
         masked = copy.deepcopy(model)
-        apply_masks(prunable_parameters(masked), valid, {})
+        apply_masks(prunable_parameters(masked, self.subject.trace.prunable), valid, {})
         return masked
 
 
@@ -179,13 +182,17 @@ def _first_step(m: Method, subject: Subject, compression: float, seed: int) -> t
     inputs, targets = subject.batch(seed)
     own = subject.fresh_model()
     torch.manual_seed(seed)  # as in a case's child: the method's global RNG starts from the case's seed
-    ctx = PruneContext(own, compression, inputs, targets, seed=seed, steps=m.steps)
+    pattern = parse_pattern(m.pattern)
+    ctx = PruneContext(own, compression, inputs, targets, seed=seed, steps=m.steps, prunable_names=subject.trace.prunable,
+                       input_dims=subject.trace.input_dim, pattern=pattern)
     with torch.enable_grad():  # grad mode restored on exit, whatever the method set
         answer = answer_call(m, ctx, reraise=True)
     if answer.error is not None:
         raise CaseFailure(answer.error)
     model = subject.fresh_model()
-    prunable = prunable_parameters(model)
+    prunable = prunable_parameters(model, subject.trace.prunable)
     masks = validate_masks(answer.masks, prunable)
+    if pattern is not None:
+        validate_pattern(masks, subject.trace.input_dim, pattern)
     apply_masks(prunable, masks, answer.weights)
     return masks, model

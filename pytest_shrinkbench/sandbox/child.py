@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ..suites.registry import SUITES
-from .calling import answer_call
+from .calling import answer_call, case_context
 from .context import PruneContext
 from .discovery import find_methods, load_method
 from .protocol import Answer, Call, Discover, Setup, decode, receive, send
@@ -105,12 +105,6 @@ def model_for(setup: Setup) -> nn.Module:
     return model.to(setup.device)
 
 
-def context_for(setup: Setup, model: nn.Module, compression: float, steps: int) -> PruneContext:
-    """The method's context for the case ``setup`` describes (the same in a child and in-process)."""
-    return PruneContext(model, compression, setup.inputs, setup.targets, seed=setup.seed, steps=steps,
-                        calibration=setup.calibration, basis=setup.basis)
-
-
 def _serve_case(setup: Setup, to_read: int, to_write: int) -> None:
     """Answer each call of the case's method until the harness closes the pipe."""
     torch.set_num_threads(setup.threads)
@@ -124,7 +118,7 @@ def _serve_case(setup: Setup, to_read: int, to_write: int) -> None:
         except EOFError:
             return
         if ctx is None:
-            ctx = context_for(setup, model, call.compression, method.steps)
+            ctx = case_context(setup, model, call.compression, method.steps)
         else:
             with torch.no_grad():
                 model.load_state_dict(call.state)

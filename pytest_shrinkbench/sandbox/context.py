@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..prunable import count_parameters, prunable_parameters
+from ..prunable import count_parameters, keep_pattern, prunable_parameters, trace_model
 
 
 @dataclass
@@ -22,6 +22,9 @@ class PruneContext:
     as language-model papers count: x2 is 50% of the pruned linears); :meth:`keep_top` turns any per-weight
     scores into masks that hit it exactly. ``calibration`` is the suite's pinned calibration windows (token
     indices, ``count × length``), drawn from the training split with the case's seed; None on other suites.
+    ``prunable`` is every weight that feeds a matmul or a conv (the harness traces the model once and hands
+    the names over; a context made without them traces the model on its batch). ``pattern`` is the method's
+    declared N:M pattern, ``(n, m)`` or None.
     """
 
     model: nn.Module
@@ -31,13 +34,20 @@ class PruneContext:
     seed: int = 0
     step: int = 0  # which call of a gradual method this is (0 .. steps - 1); one-shot methods: 0 of 1
     steps: int = 1
+    prunable_names: Sequence[str] | None = None  # the harness's traced prunable set (None: trace the model here)
+    input_dims: Mapping[str, int] | None = None  # each prunable weight's input dimension (N:M groups run along it)
+    pattern: tuple[int, int] | None = None
     calibration: Tensor | None = None
     basis: str = "model"
     prunable: dict[str, nn.Parameter] = field(init=False)
     generator: torch.Generator = field(init=False)
 
     def __post_init__(self) -> None:
-        self.prunable = prunable_parameters(self.model)
+        if self.prunable_names is None:
+            trace = trace_model(self.model, self.inputs[:1])
+            self.prunable_names, self.input_dims = trace.prunable, trace.input_dim
+        self.prunable = prunable_parameters(self.model, self.prunable_names)
+        self.input_dims = dict(self.input_dims or {})
         device = next(iter(self.prunable.values())).device if self.prunable else torch.device("cpu")
         self.generator = torch.Generator(device=device).manual_seed(self.seed)
         self._gradients: dict[str, Tensor] | None = None
@@ -79,6 +89,8 @@ class PruneContext:
     def keep_top(self, scores: Mapping[str, Tensor], layerwise: bool = False) -> dict[str, Tensor]:
         """Masks keeping the highest-scoring weights so that the whole model reaches ``compression``.
 
+        With an N:M ``pattern`` the pattern decides instead: the n highest scores of every m consecutive
+        inputs of each weight are kept (a weight whose input size is not a multiple of m stays dense).
         Global (default): one threshold across all prunable weights — what
         ``torch.nn.utils.prune.global_unstructured`` does, ties broken the same way.
         Layerwise: every prunable layer keeps the same fraction of its weights (largest-remainder
@@ -95,6 +107,8 @@ class PruneContext:
             if not torch.isfinite(score).all():
                 raise ValueError(f"scores of {name!r} contain NaN or infinite values")
             flat[name] = score.reshape(-1)
+        if self.pattern is not None:
+            return keep_pattern({n: scores[n] for n in names}, self.input_dims, self.pattern)
         budget = self.keep_budget()
         if layerwise:
             sizes = torch.tensor([float(flat[n].numel()) for n in names])

@@ -58,7 +58,7 @@ def find_methods(folders: Iterable[Path]) -> dict[str, Any]:
     found = load_files([f for f in folders if f.is_dir()], namespace=METHOD_FILES_NAMESPACE)
     errors.update({str(path): message for path, message in found.items()})
     methods = [
-        MethodInfo(m.name, _origin(m, preexisting, installed), source_hash(m.fn), m.baseline, m.steps, m.regrowth)
+        MethodInfo(m.name, _origin(m, preexisting, installed), source_hash(m.fn), m.baseline, m.steps, m.regrowth, m.pattern)
         for m in (METHODS.get(name) for name in METHODS.names())
     ]
     return {"methods": methods, "errors": errors, "suites": sorted(set(SUITES.names()) - suites_before)}

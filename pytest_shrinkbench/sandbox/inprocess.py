@@ -13,9 +13,10 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import CaseFailure
-from ..run.masks import validate_masks
-from .calling import answer_call
-from .child import context_for, model_for
+from ..prunable import parse_pattern
+from ..run.masks import validate_masks, validate_pattern
+from .calling import answer_call, case_context
+from .child import model_for
 from .context import PruneContext
 from .discovery import load_method
 from .methods import METHODS, Method, load_installed
@@ -33,7 +34,7 @@ class InProcessCalls:
 
     def call(self, compression: float, step: int, state: dict[str, Tensor] | None) -> Answer:
         if self.ctx is None:
-            self.ctx = context_for(self.setup, self.model, compression, self.method.steps)
+            self.ctx = case_context(self.setup, self.model, compression, self.method.steps)
         else:
             with torch.no_grad():
                 self.model.load_state_dict(state)
@@ -70,8 +71,13 @@ def prune(
         fn = METHODS.get(method)
     else:
         fn = Method(getattr(method, "__name__", "method"), method)
-    ctx = PruneContext(model, compression, batch[0], batch[1], seed=seed, calibration=calibration, basis=basis)
+    pattern = parse_pattern(fn.pattern)
+    ctx = PruneContext(model, compression, batch[0], batch[1], seed=seed, pattern=pattern,
+                       calibration=calibration, basis=basis)
     answer = answer_call(fn, ctx)
     if answer.error is not None:
         raise CaseFailure(answer.error)
-    return validate_masks(answer.masks, ctx.prunable)
+    masks = validate_masks(answer.masks, ctx.prunable)
+    if pattern is not None:
+        validate_pattern(masks, ctx.input_dims, pattern)
+    return masks

@@ -9,6 +9,7 @@ from typing import Callable, Mapping
 
 from torch import Tensor
 
+from ..prunable import parse_pattern
 from ..registry import Registry, load_entry_points, origin_of
 from .context import PruneContext
 
@@ -27,7 +28,7 @@ class Method:
     baseline: bool = False
     steps: int = 1  # > 1: gradual, called again during fine-tuning (run.gradual.gradual_schedule)
     regrowth: bool = False  # may a later step keep a weight an earlier step pruned?
-
+    pattern: str | None = None  # "N:M": N kept of every M consecutive weights along each weight's input dimension
 
 
 METHODS: Registry[Method] = Registry("method")
@@ -42,7 +43,8 @@ def source_hash(fn: Callable) -> str:
     return hashlib.sha256(source.encode()).hexdigest()[:12]
 
 
-def method(name: str, *, baseline: bool = False, steps: int = 1, regrowth: bool = False) -> Callable[[MethodFn], MethodFn]:
+def method(name: str, *, baseline: bool = False, steps: int = 1, regrowth: bool = False,
+           pattern: str | None = None) -> Callable[[MethodFn], MethodFn]:
     """Register ``fn(ctx) -> masks`` (or ``(masks, new_weights)``) as the method ``name``.
 
     Masks are ``{parameter name: bool tensor}`` with ``True`` = keep, one per ``ctx.prunable``.
@@ -52,12 +54,20 @@ def method(name: str, *, baseline: bool = False, steps: int = 1, regrowth: bool 
     ``ctx.compression`` raised along Zhu & Gupta's cubic schedule up to the requested ratio
     (``ctx.step``/``ctx.steps`` say which call it is; ``pytest_shrinkbench.run.gradual.gradual_schedule`` has the timing).
     Unless ``regrowth=True``, a weight pruned once must stay pruned.
+    ``pattern="2:4"`` declares N:M semi-structured sparsity: the harness checks every mask against it, and
+    runs the method only at the ratio the pattern implies (M / N on the layers it covers: x2 for 2:4).
     """
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"method {name!r}: steps must be an int >= 1, got {steps!r}")
+    try:
+        parse_pattern(pattern)
+    except ValueError as exc:
+        raise ValueError(f"method {name!r}: {exc}") from None
+    if pattern is not None and steps > 1:
+        raise ValueError(f"method {name!r}: a pattern method is one-shot (steps=1): its pattern fixes its one ratio")
 
     def register(fn: MethodFn) -> MethodFn:
-        METHODS.add(name, Method(name, fn, baseline, steps, regrowth), origin=origin_of(fn))
+        METHODS.add(name, Method(name, fn, baseline, steps, regrowth, pattern), origin=origin_of(fn))
         return fn
 
     return register

@@ -49,6 +49,7 @@ class MethodInfo:
     baseline: bool = False
     steps: int = 1
     regrowth: bool = False
+    pattern: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -74,6 +75,8 @@ class Setup:
     inputs: Tensor  # the case's batch of training data
     targets: Tensor
     state: dict[str, Tensor] | None = None  # the base weights, when the child must build the model itself
+    prunable: list[str] | None = None  # the harness's traced prunable weights, with the suite's exclusions
+    input_dims: dict[str, int] | None = None  # each one's input dimension (N:M groups run along it)
     calibration: Tensor | None = None  # the suite's calibration windows for this case's seed (ctx.calibration)
     basis: str = "model"  # what the requested compression divides: "model" or "prunable" (the suite's)
 

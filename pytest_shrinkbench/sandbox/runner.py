@@ -90,7 +90,7 @@ class Sandbox:
                 output = tail(conversation.log)
                 raise RuntimeError(f"method discovery failed: its process {self._server.status(conversation)}{output}") from None
             self._server.release(conversation)
-        self.methods = {m.name: MethodInfo(m.name, m.origin, file_hash(m), m.baseline, m.steps, m.regrowth)
+        self.methods = {m.name: MethodInfo(m.name, m.origin, file_hash(m), m.baseline, m.steps, m.regrowth, m.pattern)
                         for m in found["methods"]}
         self.errors, self.stray_suites = dict(found["errors"]), list(found["suites"])
         precompile(self.methods.values())

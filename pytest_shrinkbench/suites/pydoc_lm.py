@@ -62,6 +62,7 @@ register_suite(
         task="language",
         compression_basis="prunable",
         calibration=Calibration(count=128, length=CONFIG.context),
+        exclude=("lm_head.weight",),
         protocol=pydoc_protocol,
     )
 )

@@ -55,6 +55,11 @@ class Suite:
     # Pretrained weights found on this machine, used when no checkpoint is given: a Path when found,
     # else a str saying what was looked for (e.g. torchvision's file in the local torch hub cache).
     find_weights: Callable[[], Path | str] | None = None
+    # Parameters never pruned though they feed a matmul, by name pattern (fnmatch over any of a parameter's
+    # names): an LM's ``lm_head.weight``, as SparseGPT and Wanda leave it. Part of every row's identity.
+    exclude: tuple[str, ...] = ()
+    # Embedding tables are lookups, not FLOPs: counted but never prunable, unless a suite opts them in.
+    prune_embeddings: bool = False
     # What the model does ("classification" or "language", see tasks.py): its loss, metrics and ranking metric.
     task: str = "classification"
     # What a requested ratio divides: "model" (all parameters ÷ non-zero ones, ShrinkBench's) or "prunable" (the

@@ -20,9 +20,8 @@ from torch import Tensor, nn
 
 from ..errors import SuiteUnavailable
 from ..identity import file_sha256, state_digest
-from ..measure.flops import module_flops
-from ..measure.structured import Link, channel_links
-from ..prunable import prunable_modules
+from ..measure.structured import Link, channel_links, weight_links
+from ..prunable import Trace, example_input, trace_model
 from .decoded import take
 from .decoding import prepared
 from .registry import SUITES, Splits, Suite
@@ -47,7 +46,8 @@ def default_cache_dir() -> Path:
 
 @dataclass
 class Subject:
-    """One suite in one session: data, base weights (with their identity, a hash of their tensors) and dense FLOPs per layer."""
+    """One suite in one session: data, base weights (with their identity, a hash of their tensors), and what one
+    traced forward pass says of the model: its prunable weights and each one's dense FLOPs."""
 
     suite: Suite
     data: Splits
@@ -56,15 +56,16 @@ class Subject:
     checkpoint: Path
     device: torch.device
     base_metrics: dict[str, float] = field(init=False)  # the dense base model's metrics (the suite's task's)
-    dense_flops: dict[str, int] = field(init=False)
-    channel_links: dict[str, Link] | None = field(init=False)  # None: torch.fx could not trace the model
+    trace: Trace = field(init=False)
+    channel_links: dict[str, Link] | None = field(init=False)  # by weight name; None: torch.fx could not trace the model
     _pristine: nn.Module | None = field(init=False, default=None, repr=False)
 
     def __post_init__(self) -> None:
         model = self.fresh_model()
         self.base_metrics = measure(model, self.data.test, self.suite.objective, device=self.device)
-        self.dense_flops = module_flops(model, self.input_shape, list(prunable_modules(model)), self.data.train[0][0].dtype)
-        self.channel_links = channel_links(model)
+        self.trace = trace_model(model, self.example, exclude=self.suite.exclude, embeddings=self.suite.prune_embeddings)
+        links = channel_links(model)
+        self.channel_links = weight_links(model, links) if links is not None else None
 
     @property
     def base_top1(self) -> float:
@@ -78,6 +79,11 @@ class Subject:
     def input_shape(self) -> tuple[int, ...]:
         """One example's shape (no batch dimension): the suite's, else that of the first training input."""
         return self.suite.input_shape or tuple(self.data.train[0][0].shape)
+
+    @property
+    def example(self) -> Tensor:
+        """One input (batch of 1, meta device) of the suite's shape and its data's dtype: what a trace runs on."""
+        return example_input(self.input_shape, self.data.train[0][0].dtype)
 
     def fresh_model(self) -> nn.Module:
         """A new model holding the base weights: every case starts from exactly this. A copy of one built once and never
@@ -121,6 +127,7 @@ class Subject:
         if suite.task == "language":  # the test windows: non-overlapping, so the stride is the context length
             context = int(self.data.test[0][0].shape[-1])
             found.update(context_length=context, stride=context)
+        found["exclude"] = list(suite.exclude)
         found["dtype"] = str(next(v.dtype for v in self.state.values() if v.is_floating_point())).removeprefix("torch.")
         if suite.calibration is not None:
             found.update(suite.calibration.as_dict(), calibration_seed=seed)

@@ -8,13 +8,14 @@ import pytest
 import torch
 import torchvision
 
-from pytest_shrinkbench.measure.flops import module_flops, sparse_flops
+from pytest_shrinkbench.measure.flops import sparse_flops
 from pytest_shrinkbench.measure.structured import (
     channel_links,
     removed_channels,
     structured_flops,
+    weight_links,
 )
-from pytest_shrinkbench.prunable import prunable_modules
+from pytest_shrinkbench.prunable import prunable_modules, trace_model
 from tests.helpers import result_rows, tensors_sha256
 from tests.measure.test_torchvision_models import (
     RESNET18_4_PARAMS,
@@ -96,11 +97,10 @@ def test_torchvision_resnet18_suite_end_to_end(project: pytest.Pytester, shrink_
     from pytest_shrinkbench import prune
 
     masks = prune(model, "l1-filter", 4, batch=(torch.zeros(1, 3, 32, 32), torch.zeros(1, dtype=torch.long)))
-    by_module = prunable_modules(model)
-    weights = {module: masks[param].float() for module, param in by_module.items()}
-    dense = module_flops(model, (3, 32, 32), list(weights))
-    links = channel_links(model)
-    assert structured_flops(dense, weights, links) == l1["flops_sparse"]
+    weights = {param: masks[param].float() for param in prunable_modules(model).values()}
+    trace = trace_model(model, torch.zeros(1, 3, 32, 32))
+    links = weight_links(model, channel_links(model))
+    assert structured_flops(trace, weights, links) == l1["flops_sparse"]
     # l1-filter zeroes the consumer columns that read a removed filter itself, so density scaling already
     # counts them. Give them back (dead weights a filter-only method would leave): density scaling loses
     # the saving, the structured count (which l1's row reports) keeps it.
@@ -109,8 +109,8 @@ def test_torchvision_resnet18_suite_end_to_end(project: pytest.Pytester, shrink_
         gone = removed_channels(weights[link.producer])
         revived[consumer][~removed_channels(weights[consumer])[:, None] & gone[None, :]] = 1.0
     assert sum(int(removed_channels(weights[link.producer]).sum()) for link in links.values()) > 0
-    assert structured_flops(dense, revived, links) == l1["flops_sparse"]
-    assert l1["speedup"] > l1["flops_dense"] / sparse_flops(dense, revived)
+    assert structured_flops(trace, revived, links) == l1["flops_sparse"]
+    assert l1["speedup"] > l1["flops_dense"] / sparse_flops(trace, revived)
 
 
 def test_torchvision_squeezenet_suite_under_xdist(project: pytest.Pytester, shrink_cache: Path) -> None:

@@ -1,4 +1,5 @@
-"""Metrics: parameter counts and FlopCounterMode FLOPs per module, dense and scaled by weight density."""
+"""FLOPs per weight (FlopCounterMode's formulas, attributed by the trace to the weight each matmul and conv reads),
+dense and scaled by weight density."""
 
 import pytest
 import torch
@@ -6,8 +7,8 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from pytest_shrinkbench.measure.flops import module_flops, sparse_flops
-from pytest_shrinkbench.prunable import count_parameters, prunable_modules
+from pytest_shrinkbench.measure.flops import sparse_flops
+from pytest_shrinkbench.prunable import count_parameters, trace_model
 
 
 def conv_flops(cout, hout, wout, cin, kh, kw, groups=1):
@@ -37,10 +38,10 @@ class Stack(nn.Module):
 
 
 EXPECTED = {
-    "conv1": conv_flops(4, 8, 8, 3, 3, 3),
-    "dw": conv_flops(4, 4, 4, 4, 3, 3, groups=4),
-    "pw": conv_flops(6, 4, 4, 4, 1, 1),
-    "head.1": linear_flops(96, 5),
+    "conv1.weight": conv_flops(4, 8, 8, 3, 3, 3),
+    "dw.weight": conv_flops(4, 4, 4, 4, 3, 3, groups=4),
+    "pw.weight": conv_flops(6, 4, 4, 4, 1, 1),
+    "head.1.weight": linear_flops(96, 5),
 }
 
 
@@ -49,47 +50,48 @@ def stack():
     return Stack()
 
 
-def test_module_flops_match_hand_computation():
-    model = stack()
-    names = list(prunable_modules(model))
-    assert names == ["conv1", "dw", "pw", "head.1"]
-    assert module_flops(model, (3, 10, 10), names) == EXPECTED
-    assert EXPECTED == {"conv1": 13824, "dw": 1152, "pw": 768, "head.1": 960}
+def test_flops_per_weight_match_hand_computation():
+    trace = trace_model(stack(), torch.zeros(1, 3, 10, 10))
+    assert trace.prunable == ("conv1.weight", "dw.weight", "pw.weight", "head.1.weight")
+    assert trace.flops == EXPECTED
+    assert EXPECTED == {"conv1.weight": 13824, "dw.weight": 1152, "pw.weight": 768, "head.1.weight": 960}
+    assert trace.total == sum(EXPECTED.values()) and trace.fixed_flops == 0
 
 
-def test_module_flops_per_example_and_model_untouched():
-    """One example, whatever the batch; the count runs on a meta copy, so the model stays where it was."""
-    model = stack()
+def test_trace_counts_one_example_and_leaves_the_model_untouched():
+    """One example, whatever the batch; the trace runs on meta tensors, so the model stays where it was, in its mode."""
+    model = stack().train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    flops = module_flops(model, (3, 10, 10), ["conv1", "bn", "head"])
-    assert flops["conv1"] == EXPECTED["conv1"]
-    assert flops["bn"] == 0  # norms are not counted
-    assert flops["head"] == EXPECTED["head.1"]  # a container sums its children
+    trace = trace_model(model, torch.zeros(1, 3, 10, 10))
+    assert "bn.weight" not in trace.flops  # norms are counted as parameters, not FLOPs
     assert all(p.device.type == "cpu" for p in model.parameters())
+    assert model.training
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), k
+    assert trace_model(model, torch.zeros(1, 3, 10, 10, device="meta")) == trace
 
 
-def test_module_flops_scale_with_input_size():
+def test_flops_scale_with_input_size():
     model = stack()
     model.head = nn.Sequential(nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(96, 5))
-    flops = module_flops(model, (3, 18, 18), ["conv1", "head.2"])
-    assert flops == {"conv1": conv_flops(4, 16, 16, 3, 3, 3), "head.2": linear_flops(96, 5)}
+    flops = trace_model(model, torch.zeros(1, 3, 18, 18)).flops
+    assert flops["conv1.weight"] == conv_flops(4, 16, 16, 3, 3, 3)
+    assert flops["head.2.weight"] == linear_flops(96, 5)
 
 
-def test_sparse_flops_scale_each_module_by_its_density():
+def test_sparse_flops_scale_each_weight_by_its_density():
     model = stack()
     with torch.no_grad():
         model.conv1.weight.view(-1)[:54].zero_()  # 108 weights, half left
         model.dw.weight.view(-1)[:27].zero_()  # 36 weights, a quarter left
         model.pw.weight.view(-1)[:16].zero_()  # 24 weights, a third left
         model.pw.bias.zero_()  # biases do not change FLOPs
-    weights = {module: dict(model.named_parameters())[param] for module, param in prunable_modules(model).items()}
-    dense = module_flops(model, (3, 10, 10), list(weights))
-    expected = EXPECTED["conv1"] / 2 + EXPECTED["dw"] / 4 + EXPECTED["pw"] / 3 + EXPECTED["head.1"]
-    assert sparse_flops(dense, weights) == round(expected) == 8416
-    assert sparse_flops(dense, {n: torch.ones_like(w) for n, w in weights.items()}) == sum(EXPECTED.values())
-    assert sparse_flops(dense, {n: torch.zeros_like(w) for n, w in weights.items()}) == 0
+    trace = trace_model(model, torch.zeros(1, 3, 10, 10))
+    weights = dict(model.named_parameters())
+    expected = EXPECTED["conv1.weight"] / 2 + EXPECTED["dw.weight"] / 4 + EXPECTED["pw.weight"] / 3 + EXPECTED["head.1.weight"]
+    assert sparse_flops(trace, weights) == round(expected) == 8416
+    assert sparse_flops(trace, {n: torch.ones_like(w) for n, w in weights.items()}) == sum(EXPECTED.values())
+    assert sparse_flops(trace, {n: torch.zeros_like(w) for n, w in weights.items()}) == 0
 
 
 def test_resnet18_reference_params_and_flops():
@@ -99,11 +101,10 @@ def test_resnet18_reference_params_and_flops():
     total, nonzero = count_parameters(model)
     assert total == 11_689_512
     assert nonzero < total  # batch-norm biases start at zero
-    names = list(prunable_modules(model))
-    assert len(names) == 21  # 20 convolutions (3 of them downsample shortcuts) + fc
-    flops = module_flops(model, (3, 224, 224), names)
-    assert all(flops[n] > 0 for n in names)
-    assert flops["conv1"] == conv_flops(64, 112, 112, 3, 7, 7)
-    assert flops["fc"] == linear_flops(512, 1000)
-    assert sum(flops.values()) == pytest.approx(3.63e9, rel=0.01)
-    assert sum(flops.values()) / 2 == pytest.approx(1.82e9, rel=0.01)
+    trace = trace_model(model, torch.zeros(1, 3, 224, 224))
+    assert len(trace.prunable) == 21  # 20 convolutions (3 of them downsample shortcuts) + fc
+    assert all(trace.flops[n] > 0 for n in trace.prunable)
+    assert trace.flops["conv1.weight"] == conv_flops(64, 112, 112, 3, 7, 7)
+    assert trace.flops["fc.weight"] == linear_flops(512, 1000)
+    assert trace.total == sum(trace.flops.values()) == pytest.approx(3.63e9, rel=0.01)
+    assert trace.total / 2 == pytest.approx(1.82e9, rel=0.01)

@@ -7,10 +7,10 @@ import torch
 import torchvision
 from torch import nn
 
-from pytest_shrinkbench.measure.flops import module_flops
 from pytest_shrinkbench.measure.shrink import shrink
-from pytest_shrinkbench.measure.structured import channel_links, structured_flops
-from pytest_shrinkbench.prunable import prunable_modules
+from pytest_shrinkbench.measure.structured import structured_flops
+from pytest_shrinkbench.prunable import trace_model
+from tests.helpers import traced
 
 
 def remove_channels(model: nn.Module, layer: str, channels: list[int]) -> None:
@@ -80,11 +80,10 @@ def test_shrunk_flops_equal_the_structured_accounting_for_whole_channels() -> No
     remove_channels(model, "conv1", [1, 2, 7])
     remove_channels(model, "conv2", [0])
     remove_channels(model, "fc1", [3])
-    names = list(prunable_modules(model))
-    dense = module_flops(model, (3, 8, 8), names)
-    theory = structured_flops(dense, {n: dict(model.named_modules())[n].weight for n in names}, channel_links(model))
+    trace, params, links = traced(model, (3, 8, 8))
+    theory = structured_flops(trace, params, links)
     shrunk = shrink(model, torch.randn(2, 3, 8, 8)).model
-    assert sum(module_flops(shrunk, (3, 8, 8), names).values()) == theory < sum(dense.values())
+    assert trace_model(shrunk, torch.zeros(1, 3, 8, 8)).total == theory < trace.total
 
 
 def test_zero_padded_consumer_is_shrunk_but_not_exact() -> None:
@@ -122,10 +121,9 @@ def test_depthwise_conv_and_its_norm_are_cut_with_the_expand_channels() -> None:
     assert small["1"].num_features == small["4"].num_features == 5
     assert small["6"].weight.shape == (4, 5, 1, 1) and small["6"].bias is not None, "the constants folded into a new bias"
     torch.testing.assert_close(logits(shrunk.model, x), logits(model, x), rtol=1e-5, atol=1e-5)
-    names = list(prunable_modules(model))
-    dense = module_flops(model, (3, 7, 7), names)
-    theory = structured_flops(dense, {n: dict(model.named_modules())[n].weight for n in names}, channel_links(model))
-    assert sum(module_flops(shrunk.model, (3, 7, 7), names).values()) == theory < sum(dense.values())
+    trace, params, links = traced(model, (3, 7, 7))
+    theory = structured_flops(trace, params, links)
+    assert trace_model(shrunk.model, torch.zeros(1, 3, 7, 7)).total == theory < trace.total
 
 
 def test_zero_padded_depthwise_conv_is_cut_but_not_exact() -> None:

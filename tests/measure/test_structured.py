@@ -6,16 +6,18 @@ import pytest
 import torch
 from torch import nn
 
-from pytest_shrinkbench.measure.flops import module_flops, sparse_flops
+from pytest_shrinkbench.measure.flops import sparse_flops
 from pytest_shrinkbench.measure.structured import (
     Link,
     channel_links,
     count_removed_channels,
     removed_channels,
     structured_flops,
+    weight_links,
 )
 from pytest_shrinkbench.prunable import prunable_modules
 from pytest_shrinkbench.suites import digits as models
+from tests.helpers import traced
 
 
 class Stack(nn.Module):
@@ -39,20 +41,20 @@ def weights_of(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def test_hand_computed_conv_bn_relu_conv_stack() -> None:
     model = Stack()
-    dense = module_flops(model, (1, 5, 5), list(prunable_modules(model)))
+    trace, params, links = traced(model, (1, 5, 5))
     # MACs: conv1 4·1·9·25 = 900, conv2 2·4·9·25 = 1800, fc 3·50 = 150; FlopCounterMode counts 2 per MAC.
-    assert dense == {"conv1": 1800, "conv2": 3600, "fc": 300}
-    links = channel_links(model)
-    assert links == {"conv2": Link("conv1", 1), "fc": Link("conv2", 25)}
+    assert trace.flops == {"conv1.weight": 1800, "conv2.weight": 3600, "fc.weight": 300}
+    assert channel_links(model) == {"conv2": Link("conv1", 1), "fc": Link("conv2", 25)}
+    assert links == {"conv2.weight": Link("conv1.weight", 1), "fc.weight": Link("conv2.weight", 25)}
     with torch.no_grad():
         model.conv1.weight[1] = 0  # remove output channel 1 of conv1: conv2 loses input channel 1
         model.conv2.weight[0] = 0  # remove output channel 0 of conv2: fc loses its first 25 columns
     weights = weights_of(model)
     # conv1: 3/4 of 900 MACs; conv2: channel 0 gone (1/2) and input channel 1 gone (3/4): 1800·3/8 = 675;
     # fc: columns 0..24 gone: 150/2 = 75. Total 675 + 675 + 75 = 1425 MACs = 2850 FLOPs.
-    assert structured_flops(dense, weights, links) == 2 * (675 + 675 + 75)
+    assert structured_flops(trace, params, links) == 2 * (675 + 675 + 75)
     # Density scaling alone: 675 + 900 + 150 MACs.
-    assert sparse_flops(dense, weights) == 2 * (675 + 900 + 150)
+    assert sparse_flops(trace, params) == 2 * (675 + 900 + 150)
     assert count_removed_channels(weights) == 2
     assert removed_channels(model.conv1.weight).tolist() == [False, True, False, False]
 
@@ -62,9 +64,9 @@ def test_unstructured_masks_cost_the_same_either_way() -> None:
     with torch.no_grad():
         for w in (model.conv1.weight, model.conv2.weight, model.fc.weight):
             w.view(w.shape[0], -1)[:, 0] = 0  # one weight of every channel: no channel removed
-    dense = module_flops(model, (1, 5, 5), list(prunable_modules(model)))
+    trace, params, links = traced(model, (1, 5, 5))
     weights = weights_of(model)
-    assert structured_flops(dense, weights, channel_links(model)) == sparse_flops(dense, weights)
+    assert structured_flops(trace, params, links) == sparse_flops(trace, params)
     assert count_removed_channels(weights) == 0
 
 
@@ -142,9 +144,9 @@ class Inverted(nn.Module):
 
 def test_depthwise_conv_passes_removed_channels_through() -> None:
     model = Inverted()
-    dense = module_flops(model, (2, 5, 5), list(prunable_modules(model)))
+    trace, params, _ = traced(model, (2, 5, 5))
     # MACs: expand 4·2·25 = 200, dw 4·9·25 = 900 (one 3×3 filter per channel), project 3·4·25 = 300.
-    assert dense == {"expand": 400, "dw": 1800, "project": 600}
+    assert trace.flops == {"expand.weight": 400, "dw.weight": 1800, "project.weight": 600}
     links = channel_links(model)
     assert links == {"dw": Link("expand", 1, depthwise=True), "project": Link("expand", 1, through=("dw",))}
     with torch.no_grad():
@@ -152,9 +154,9 @@ def test_depthwise_conv_passes_removed_channels_through() -> None:
         model.dw.weight[3] = 0  # the dw's own removed channel 3: project's column 3 does no work either
     weights = weights_of(model)
     # expand 3/4 of 200 = 150; dw: filters 0 and 2 live, 2/4 of 900 = 450; project: columns 0 and 2, 2/4 of 300 = 150.
-    assert structured_flops(dense, weights, links) == 2 * (150 + 450 + 150)
+    assert structured_flops(trace, params, weight_links(model, links)) == 2 * (150 + 450 + 150)
     # Before depthwise convs passed channels through, the dw was opaque (675) and project saw only the dw's own channel 3 (225).
-    assert structured_flops(dense, weights, {"project": Link("dw", 1)}) == 2 * (150 + 675 + 225)
+    assert structured_flops(trace, params, {"project.weight": Link("dw.weight", 1)}) == 2 * (150 + 675 + 225)
     assert count_removed_channels(weights) == 2
 
 

@@ -7,13 +7,14 @@ import torch
 import torchvision
 from torch.utils.flop_counter import FlopCounterMode
 
-from pytest_shrinkbench.measure.flops import module_flops, sparse_flops
+from pytest_shrinkbench.measure.flops import sparse_flops
 from pytest_shrinkbench.measure.structured import (
     Link,
     channel_links,
     structured_flops,
+    weight_links,
 )
-from pytest_shrinkbench.prunable import prunable_modules
+from pytest_shrinkbench.prunable import prunable_modules, trace_model
 
 # torchvision's ResNet-18 and SqueezeNet 1.1 have 11,689,512 and 1,235,496 parameters with 1000 classes;
 # with 4, their heads (a linear, a 1×1 conv, both from 512 channels) have 512*4 + 4.
@@ -59,9 +60,9 @@ def test_flops_of_a_training_mode_resnet18_at_32x32() -> None:
     """At 32×32 the last stage is 1×1: a training-mode batch norm refuses the one-example count (a bug, fixed)."""
     model = torchvision.models.resnet18(weights=None, num_classes=4)
     assert model.training
-    flops = module_flops(model, (3, 32, 32), list(prunable_modules(model)))
-    assert sum(flops.values()) == 2 * resnet18_macs(32, 4)
-    assert flops["conv1"] == 2 * 64 * 3 * 49 * 16 * 16 and flops["fc"] == 2 * 512 * 4
+    trace = trace_model(model, torch.zeros(1, 3, 32, 32))
+    assert trace.total == sum(trace.flops.values()) == 2 * resnet18_macs(32, 4)
+    assert trace.flops["conv1.weight"] == 2 * 64 * 3 * 49 * 16 * 16 and trace.flops["fc.weight"] == 2 * 512 * 4
     assert model.training, "the model itself is left as it was"
 
 
@@ -105,11 +106,13 @@ def test_mobilenet_v2_links_pass_through_depthwise_convs() -> None:
         w = weights[f"features.{i}.conv.0.0"]
         norms = w.flatten(1).abs().sum(1)
         w[norms < norms.median()] = 0
-    dense = module_flops(model, (3, 64, 64), list(weights))
+    trace = trace_model(model, torch.zeros(1, 3, 64, 64))
+    params = {prunable_modules(model)[name]: w for name, w in weights.items()}
     # The links as they were before depthwise convs passed channels through: the depthwise conv opaque, the producer of its consumer.
     opaque = {name: Link(link.through[-1], link.group) if link.through else link for name, link in links.items() if not link.depthwise}
-    assert structured_flops(dense, weights, opaque) == sparse_flops(dense, weights), "the expand convs' channels bought nothing"
+    assert structured_flops(trace, params, weight_links(model, opaque)) == sparse_flops(trace, params), \
+        "the expand convs' channels bought nothing"
     # Through the depthwise convs: speedup 1.75 instead of 1.27 (the depthwise and project convs lose half their work).
-    assert sparse_flops(dense, weights) > 1.35 * structured_flops(dense, weights, links)
+    assert sparse_flops(trace, params) > 1.35 * structured_flops(trace, params, weight_links(model, links))
 
 

@@ -62,7 +62,7 @@ def test_baseline_returns_valid_masks_hitting_the_ratio(name, ratio):
     model = net()
     total, _ = count_parameters(model)
     masks = prune(model, name, ratio, batch=batch(), seed=1)
-    prunable = prunable_parameters(model)
+    prunable = prunable_parameters(model, example=torch.zeros(1, 3, 4, 4))
     assert list(masks) == list(prunable)
     for n, mask in masks.items():
         assert mask.dtype == torch.bool and mask.shape == prunable[n].shape
@@ -87,7 +87,7 @@ def test_prune_does_not_modify_the_model(name):
 
 def eval_mode_scores(model, x, y):
     """|w * dL/dw| by hand: cross-entropy on the batch, eval mode."""
-    prunable = prunable_parameters(model)
+    prunable = prunable_parameters(model, example=torch.zeros(1, 3, 4, 4))
     model.eval()
     loss = F.cross_entropy(model(x), y)
     grads = torch.autograd.grad(loss, list(prunable.values()))
@@ -125,7 +125,7 @@ def test_global_gradient_uses_eval_mode():
     x, y = batch()
     masks = prune(model, "global-gradient", 5, batch=(x, y), seed=0)
     torch.manual_seed(0)
-    prunable = prunable_parameters(model)
+    prunable = prunable_parameters(model, example=torch.zeros(1, 3, 4, 4))
     grads = torch.autograd.grad(F.cross_entropy(model(x), y), list(prunable.values()))
     train_scores = {n: (w.detach() * g).abs() for (n, w), g in zip(prunable.items(), grads)}
     train_masks = top_mask(train_scores, kept(masks))
@@ -165,7 +165,7 @@ def test_global_baselines_do_not_keep_same_fraction_per_layer():
 def test_layer_magnitude_keeps_largest_magnitudes_per_layer():
     model = net()
     masks = prune(model, "layer-magnitude", 4, batch=batch(), seed=0)
-    for n, w in prunable_parameters(model).items():
+    for n, w in prunable_parameters(model, example=torch.zeros(1, 3, 4, 4)).items():
         assert w.detach().abs()[masks[n]].min() >= w.detach().abs()[~masks[n]].max(), n
 
 

@@ -28,8 +28,8 @@ class Toy(nn.Module):
         return self.head(x)
 
 
-def context(model: nn.Module, calibration: torch.Tensor | None) -> PruneContext:
-    return PruneContext(model, 2.0, torch.zeros(1, 2), torch.zeros(1), calibration=calibration, basis="prunable")
+def context(model: nn.Module, calibration: torch.Tensor | None, features: int = 2) -> PruneContext:
+    return PruneContext(model, 2.0, torch.zeros(1, features), torch.zeros(1), calibration=calibration, basis="prunable")
 
 
 def wanda_rule(ctx: PruneContext):
@@ -56,7 +56,7 @@ def test_wanda_on_a_two_layer_toy_scores_the_second_layer_by_the_pruned_first_la
 
 def test_a_model_without_blocks_is_one_block() -> None:
     model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
-    ctx = context(model, torch.randn(8, 4, generator=torch.Generator().manual_seed(0)))
+    ctx = context(model, torch.randn(8, 4, generator=torch.Generator().manual_seed(0)), features=4)
     masks, _ = prune_in_order(ctx, wanda_rule(ctx))
     assert set(masks) == {"0.weight", "2.weight"}
     assert [int(m.sum()) for m in masks.values()] == [6, 3]

@@ -34,7 +34,7 @@ def half_masks(prunable, seed=1):
 @pytest.fixture
 def prunable():
     torch.manual_seed(0)
-    return prunable_parameters(ConvNet())
+    return prunable_parameters(ConvNet(), example=torch.zeros(1, 3, 4, 4))
 
 
 def full_masks(prunable):
@@ -121,7 +121,7 @@ def test_validate_masks_rejects_non_tensor_and_wrong_device(prunable):
 
 def test_apply_masks_zeroes_exactly_the_masked_entries():
     model = mlp()
-    prunable = prunable_parameters(model)
+    prunable = prunable_parameters(model, example=torch.zeros(1, 6))
     before = {name: p.detach().clone() for name, p in prunable.items()}
     biases = {name: p.detach().clone() for name, p in model.named_parameters() if name not in prunable}
     masks = half_masks(prunable)
@@ -137,7 +137,7 @@ def test_apply_masks_zeroes_exactly_the_masked_entries():
 
 def test_apply_masks_writes_new_weights_then_masks_them():
     model = mlp()
-    prunable = prunable_parameters(model)
+    prunable = prunable_parameters(model, example=torch.zeros(1, 6))
     masks = half_masks(prunable)
     new = {"2.weight": torch.full_like(prunable["2.weight"], 7.0)}
     apply_masks(prunable, masks, new)
@@ -149,7 +149,7 @@ def test_apply_masks_writes_new_weights_then_masks_them():
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
 def test_apply_masks_rejects_non_finite_new_weights(bad):
     model = mlp()
-    prunable = prunable_parameters(model)
+    prunable = prunable_parameters(model, example=torch.zeros(1, 6))
     masks = half_masks(prunable)
     before = prunable["0.weight"].detach().clone()
     value = torch.ones_like(before)
@@ -161,7 +161,7 @@ def test_apply_masks_rejects_non_finite_new_weights(bad):
 
 def test_apply_masks_rejects_new_weights_of_unknown_or_wrong_shape():
     model = mlp()
-    prunable = prunable_parameters(model)
+    prunable = prunable_parameters(model, example=torch.zeros(1, 6))
     masks = half_masks(prunable)
     with pytest.raises(MaskError, match=r"unknown or non-prunable parameters \['0\.bias'\]"):
         apply_masks(prunable, masks, {"0.bias": torch.zeros(12)})
@@ -174,7 +174,7 @@ def test_apply_masks_rejects_new_weights_of_unknown_or_wrong_shape():
 
 def masked_model():
     model = mlp()
-    prunable = prunable_parameters(model)
+    prunable = prunable_parameters(model, example=torch.zeros(1, 6))
     masks = half_masks(prunable)
     apply_masks(prunable, masks, {})
     return model, prunable, masks

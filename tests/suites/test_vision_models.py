@@ -6,8 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from pytest_shrinkbench.measure.flops import module_flops
-from pytest_shrinkbench.prunable import count_parameters, prunable_modules
+from pytest_shrinkbench.prunable import count_parameters, prunable_modules, trace_model
 from pytest_shrinkbench.suites import vision as vision_suites
 from pytest_shrinkbench.suites import vision_models as vm
 from pytest_shrinkbench.suites.recipe import Recipe, ScheduledRecipe
@@ -19,7 +18,7 @@ def n_params(model: nn.Module) -> int:
 
 
 def flops(model: nn.Module, shape: tuple[int, ...]) -> int:
-    return sum(module_flops(model, shape, list(prunable_modules(model))).values())
+    return trace_model(model, torch.zeros(1, *shape)).total
 
 
 # (exact count, as published by He et al. 2016, Table 6)
