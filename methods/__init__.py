@@ -1,4 +1,5 @@
-"""The five ShrinkBench baselines, a structured one (l1-filter) and a gradual one (gradual-magnitude), one plain file each;
+"""The five ShrinkBench baselines, a structured one (l1-filter), a gradual one (gradual-magnitude) and a 2:4 one
+(magnitude-2of4), one plain file each;
 installed as ``pytest_shrinkbench.baselines``, each module listed under the ``pytest_shrinkbench.methods`` entry points.
 
 They are also the examples of how to write a method: copy one to ``methods/mine.py``. Importing this package

@@ -35,8 +35,12 @@ KEY_FIELDS = (
     "method", "method_hash", "suite", "base_sha256", "recipe_hash", "ratio", "seed",
     "measure_version", "torch", "python", "threads", "device",
 )
+# Part of the key only where a row has them (null on every row of the built-in suites, whose keys therefore stay
+# what they were): what the numbers also depend on for some suites.
+OPTIONAL_KEY_FIELDS = ("prunable_scope",)
 # A row's setup: everything in the key except the case's coordinates (suite, method, ratio, seed).
-SETUP_FIELDS = ("method_hash", "base_sha256", "recipe_hash", "measure_version", "torch", "python", "threads", "device")
+SETUP_FIELDS = ("method_hash", "base_sha256", "recipe_hash", "measure_version", "torch", "python", "threads", "device",
+                *OPTIONAL_KEY_FIELDS)
 
 
 @dataclass(frozen=True)
@@ -96,13 +100,25 @@ def normal(field: str, value: Any) -> Any:
 
 
 def key_fields(row: dict[str, Any]) -> dict[str, Any]:
-    return {f: normal(f, row.get(f)) for f in KEY_FIELDS}
+    return {f: normal(f, row.get(f)) for f in (*KEY_FIELDS, *OPTIONAL_KEY_FIELDS)}
 
 
 def case_key(row: dict[str, Any]) -> str:
-    """The case key of a row (or of a case's identity before it runs): a hash of :data:`KEY_FIELDS`."""
-    blob = json.dumps([key_fields(row)[f] for f in KEY_FIELDS])
-    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+    """The case key of a row (or of a case's identity before it runs): a hash of :data:`KEY_FIELDS`, and of the
+    :data:`OPTIONAL_KEY_FIELDS` the row has."""
+    fields = key_fields(row)
+    values: list[Any] = [fields[f] for f in KEY_FIELDS]
+    values += [[f, fields[f]] for f in OPTIONAL_KEY_FIELDS if fields[f] is not None]
+    return hashlib.sha256(json.dumps(values).encode()).hexdigest()[:32]
+
+
+def prunable_scope(exclude: tuple[str, ...], embeddings: bool) -> str | None:
+    """What a suite keeps out of (or lets into) pruning beyond the default, as a short hash; None for the default
+    (nothing excluded, embeddings not pruned), so rows of suites that change nothing keep their keys."""
+    if not exclude and not embeddings:
+        return None
+    blob = json.dumps({"exclude": sorted(exclude), "embeddings": embeddings}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
 def setup_of(row: dict[str, Any]) -> tuple:

@@ -11,6 +11,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from pytest_shrinkbench.prunable import (
     count_parameters,
+    keep_pattern,
+    parse_pattern,
+    pattern_violation,
     prunable_modules,
     prunable_parameters,
     trace_model,
@@ -178,3 +181,42 @@ def test_count_parameters_total_and_nonzero():
         model[0].weight[0].zero_()  # 4 entries
         model[2].weight[1, 2] = 0.0
     assert count_parameters(model) == (total, nonzero - 5)
+
+
+def test_keep_pattern_keeps_n_of_every_m_inputs_along_each_weights_input_dimension():
+    torch.manual_seed(0)
+    scores = {"linear": torch.rand(3, 8), "conv": torch.rand(4, 2, 2, 2), "conv1d": torch.rand(8, 3), "odd": torch.rand(4, 9)}
+    dims = {"linear": 1, "conv": 1, "conv1d": 0, "odd": 1}
+    masks = keep_pattern(scores, dims, (2, 4))
+    assert masks["linear"].reshape(3, 2, 4).sum(2).eq(2).all()
+    assert masks["conv"].reshape(4, 2, 4).sum(2).eq(2).all(), "a conv's groups run along its flattened inputs (in × kh × kw)"
+    assert masks["conv1d"].t().reshape(3, 2, 4).sum(2).eq(2).all(), "an inputs × outputs weight groups along its rows"
+    assert masks["odd"].all(), "9 inputs are not a multiple of 4: left dense"
+    for name, mask in masks.items():
+        assert pattern_violation(mask, dims[name], (2, 4)) is None
+        kept = scores[name][mask]
+        assert kept.numel() == 0 or kept.min() >= 0  # masks are of the scores' shape and bool
+    # the kept ones are the largest of each group
+    groups = scores["linear"].reshape(3, 2, 4)
+    assert torch.equal(masks["linear"].reshape(3, 2, 4), groups >= groups.topk(2, dim=2).values[..., 1:])
+
+
+def test_a_3_of_4_group_is_named_with_its_row_and_inputs():
+    mask = keep_pattern({"w": torch.arange(16.0).reshape(2, 8)}, {"w": 1}, (2, 4))["w"]
+    mask[1, 5] = True  # row 1, group 1 (inputs 4..7) now keeps 3
+    problem = pattern_violation(mask, 1, (2, 4))
+    assert problem.startswith("group 1 of input row 1 (inputs 4..7) keeps 3 of 4, the 2:4 pattern keeps 2")
+    uncovered = torch.ones(4, 9, dtype=torch.bool)
+    uncovered[0, 0] = False
+    assert "not a multiple of 4" in pattern_violation(uncovered, 1, (2, 4))
+
+
+@pytest.mark.parametrize("text, expected", [("2:4", (2, 4)), ("4:8", (4, 8)), ("1:4", (1, 4)), (None, None)])
+def test_patterns_parse(text, expected):
+    assert parse_pattern(text) == expected
+
+
+@pytest.mark.parametrize("text", ["2/4", "4:2", "0:4", "2:2", "two:four"])
+def test_malformed_patterns_are_refused(text):
+    with pytest.raises(ValueError, match="pattern"):
+        parse_pattern(text)

@@ -13,7 +13,9 @@ from ..results.leaderboard import suite_label
 from ..results.schema import confined_at_least
 from ..results.signing import key_path, load_key, verify
 from ..results.store import ResultsStore, is_store
+from ..prunable import parse_pattern
 from ..run.case import provenance
+from ..run.pruning import not_run
 from ..suites.subject import Subject, default_cache_dir, load_subject
 from .config import CONFIG_KEY, SANDBOX_KEY, ShrinkConfig, subject_source
 from .runner import ShrinkCase
@@ -130,6 +132,9 @@ def shrink_case(
     except Exception as exc:
         raise RuntimeError(f"[{spec.label}] could not load suite {spec.suite!r}: {type(exc).__name__}: {exc}") from exc
     sandbox = request.config.stash[SANDBOX_KEY]
+    reason = not_run(spec.ratio, subject, parse_pattern(sandbox.method(spec.method).pattern))
+    if reason is not None:
+        pytest.skip(f"[{spec.label}] {reason}")
     known = provenance(spec, subject, sandbox)
     stored = shrink_stored(case_key({**spec.as_dict(), **known}))
     config = _config(request.config)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from ..identity import CaseSpec
-from ..measure.latency import measure_shrunk
+from ..measure.latency import latency_inputs, measure_shrunk, semi_structured_timing
 from ..results.leaderboard import suite_label
 from ..run.case import run_case
 from ..sandbox.runner import Sandbox
@@ -55,4 +55,6 @@ class ShrinkCase:
         self.benchmark.group = suite_label(self.spec.suite, self.spec.weights)
         self.benchmark.extra_info.update(self.spec.as_dict(), speedup=result.get("speedup"))
         result.update(measure_shrunk(self.benchmark, model, self.subject, self.latency_batch, self.dense_seconds))
+        if result.get("sparsity_pattern") == "2:4":
+            result.update(semi_structured_timing(model, latency_inputs(self.subject, self.latency_batch)))
         self.benchmark.extra_info.update(speedup_measured=result["speedup_measured"])

@@ -60,6 +60,7 @@ FIELDS: tuple[Field, ...] = (
     Field("base_sha256", "hash of the base model's tensors", junit=True),
     Field("recipe_hash", "hash of the fine-tuning recipe", junit=True),
     Field("method_hash", "hash of the method's source module", junit=True),
+    Field("prunable_scope", "hash of the suite's exclusions from pruning (and embeddings opted in); null when it has none"),
     Field("measure_version", "version of the harness's measuring rules"),
     Field("torch", "torch version"),
     Field("python", "Python version"),
@@ -81,6 +82,9 @@ FIELDS: tuple[Field, ...] = (
     Field("channels_shrunk", "output channels cut out by shrinking"),
     Field("shrink_exact", "whether folding removed channels into biases is exact"),
     Field("shrink_error", "why the model could not be shrunk (its latency is then not measured)"),
+    Field("latency_2of4_ms", "a 2:4 case on CUDA: median milliseconds per forward pass with semi-structured sparse kernels"),
+    Field("speedup_2of4_measured", "the same model on dense kernels ÷ on 2:4 kernels (below 1: slower)"),
+    Field("sparse_kernel", "a 2:4 case with --shrink-latency: how its sparse kernels were timed, or why they were not"),
     # language models (issue 24): the suite's ranking metric, perplexity, the compression basis and the protocol
     Field("metric", "the suite's ranking metric: `top1` (classification, higher is better) or `perplexity` (language, lower)"),
     Field("perplexity", "exp of the mean next-token NLL over the test windows (language suites; top1/top5 are next-token accuracy)", junit=True),

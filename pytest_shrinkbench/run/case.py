@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ..errors import CaseFailure
-from ..identity import CaseSpec, environment
+from ..identity import CaseSpec, environment, prunable_scope
 from ..measure.structured import pruned_flops
 from ..prunable import parse_pattern, prunable_parameters
 from ..sandbox.protocol import Setup
@@ -87,6 +87,8 @@ def provenance(spec: CaseSpec, subject: Subject, sandbox: Sandbox) -> dict[str, 
     (:func:`pytest_shrinkbench.identity.case_key`). A suite with a protocol (a language model's corpus, windows
     and calibration) records it too, and its dense metrics (``perplexity_base`` beside ``top1_base``)."""
     protocol = subject.protocol(spec.seed)
+    scope = prunable_scope(subject.suite.exclude, subject.suite.prune_embeddings)
+    scope = {"prunable_scope": scope} if scope else {}  # rows of suites that exclude nothing keep their keys and fields
     return dict(
         base_sha256=subject.sha256,
         recipe_hash=subject.suite.finetune_recipe.digest(),
@@ -97,7 +99,7 @@ def provenance(spec: CaseSpec, subject: Subject, sandbox: Sandbox) -> dict[str, 
         **({"protocol": protocol} if protocol is not None else {}),
         sandbox=sandbox.level,
         **environment(subject.device),
-    )
+    ) | scope
 
 
 def _run(spec: CaseSpec, subject: Subject, result: dict[str, Any], sandbox: Sandbox) -> nn.Module:

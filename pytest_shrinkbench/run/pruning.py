@@ -9,12 +9,29 @@ import torch
 from torch import nn
 
 from ..errors import CaseFailure
-from ..prunable import count_parameters
+from ..prunable import count_parameters, pattern_ratio
 from ..sandbox.runner import MethodCalls
+from ..suites.subject import Subject
 from .masks import apply_masks, validate_masks, validate_pattern
 
 # Achieved compression may differ from the requested one by rounding to whole parameters only.
 COMPRESSION_TOLERANCE = 0.005
+
+
+def not_run(ratio: float, subject: Subject, pattern: tuple[int, int] | None) -> str | None:
+    """Why a case is skipped rather than run, or None: a pattern method runs only at the ratio its pattern
+    implies, and on the ``model`` basis a ratio the non-prunable parameters alone exceed cannot be reached by any
+    method (on the ``prunable`` basis every ratio can)."""
+    if pattern is not None:
+        implied = pattern_ratio(pattern)
+        if ratio != implied:
+            return (f"its {pattern[0]}:{pattern[1]} pattern implies x{implied:g} on the layers it covers, "
+                    f"so it runs only at ratio {implied:g}, not x{ratio:g}")
+        return None
+    if subject.suite.compression_basis == "model" and round(subject.params_total / ratio) < subject.fixed_nonzero:
+        return (f"x{ratio:g} is unreachable on suite {subject.suite.name}: its {subject.fixed_nonzero} non-prunable "
+                f"non-zero parameters alone exceed {subject.params_total} / {ratio:g}")
+    return None
 
 
 def record_size(model: nn.Module, result: dict[str, Any]) -> tuple[int, int]:

@@ -102,6 +102,28 @@ class DigitsCNN(nn.Module):
         return self.classifier(self.features(x).flatten(1))
 
 
+class DigitsTransformer(nn.Module):
+    """A small ViT-style encoder: each of the 8 pixel rows is a token, embedded by a linear layer, with a learned
+    position; 2 ``nn.TransformerEncoder`` layers (width 32, 4 heads), mean-pooled into a linear head.
+
+    The embedded suite where attention's packed ``in_proj_weight`` (a raw parameter, not a linear module) is
+    prunable, and where the non-prunable parameters (norms, biases, positions) make x32 unreachable.
+    """
+
+    def __init__(self, num_classes: int = 10, width: int = 32, layers: int = 2, heads: int = 4) -> None:
+        super().__init__()
+        self.embed = nn.Linear(8, width)
+        self.position = nn.Parameter(torch.zeros(8, width))
+        layer = nn.TransformerEncoderLayer(width, heads, 2 * width, dropout=0.0, batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(width)
+        self.head = nn.Linear(width, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        tokens = self.embed(x.reshape(x.shape[0], 8, 8)) + self.position
+        return self.head(self.norm(self.encoder(tokens).mean(dim=1)))
+
+
 register_suite(
     Suite(
         name="digits-mlp",
@@ -122,5 +144,16 @@ register_suite(
         base_recipe=Recipe("adam", lr=1e-3, epochs=20, batch_size=32),
         finetune_recipe=Recipe("adam", lr=1e-3, epochs=8, batch_size=32),
         description="3-block conv net with batch norm on scikit-learn's 8x8 digits",
+    ),
+)
+register_suite(
+    Suite(
+        name="digits-transformer",
+        build_model=DigitsTransformer,
+        load_data=digits,
+        input_shape=(1, 8, 8),
+        base_recipe=Recipe("adam", lr=2e-3, epochs=40, batch_size=32),
+        finetune_recipe=Recipe("adam", lr=1e-3, epochs=8, batch_size=32),
+        description="2-layer transformer encoder on scikit-learn's 8x8 digits, one token per pixel row",
     ),
 )

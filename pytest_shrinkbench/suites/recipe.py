@@ -15,7 +15,7 @@ from torch import nn
 class Recipe:
     """Optimizer and schedule of one training run (base training or per-case fine-tuning)."""
 
-    optimizer: str  # "sgd", "adam" or "adamw"
+    optimizer: str  # "sgd", "adam" or "adamw" (decoupled weight decay)
     lr: float
     epochs: int
     batch_size: int

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from ..errors import SuiteUnavailable
 from ..identity import file_sha256, state_digest
 from ..measure.structured import Link, channel_links, weight_links
-from ..prunable import Trace, example_input, trace_model
+from ..prunable import Trace, count_parameters, example_input, trace_model
 from .decoded import take
 from .decoding import prepared
 from .registry import SUITES, Splits, Suite
@@ -57,6 +57,8 @@ class Subject:
     device: torch.device
     base_metrics: dict[str, float] = field(init=False)  # the dense base model's metrics (the suite's task's)
     trace: Trace = field(init=False)
+    params_total: int = field(init=False)
+    fixed_nonzero: int = field(init=False)  # non-zero parameters no method may prune (biases, norms, embeddings, exclusions)
     channel_links: dict[str, Link] | None = field(init=False)  # by weight name; None: torch.fx could not trace the model
     _pristine: nn.Module | None = field(init=False, default=None, repr=False)
 
@@ -64,6 +66,9 @@ class Subject:
         model = self.fresh_model()
         self.base_metrics = measure(model, self.data.test, self.suite.objective, device=self.device)
         self.trace = trace_model(model, self.example, exclude=self.suite.exclude, embeddings=self.suite.prune_embeddings)
+        self.params_total, nonzero = count_parameters(model)
+        params = dict(model.named_parameters())
+        self.fixed_nonzero = nonzero - sum(int(torch.count_nonzero(params[name])) for name in self.trace.prunable)
         links = channel_links(model)
         self.channel_links = weight_links(model, links) if links is not None else None
 

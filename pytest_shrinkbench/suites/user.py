@@ -44,6 +44,8 @@ def suite(
     checkpoint: str | Path | None = None,
     input_shape: tuple[int, ...] | None = None,
     description: str = "",
+    exclude: tuple[str, ...] = (),
+    prune_embeddings: bool = False,
 ) -> Callable[[Callable[[], nn.Module]], Callable[[], nn.Module]]:
     """Register the decorated model builder (``() -> nn.Module``) as the suite ``name``.
 
@@ -52,7 +54,8 @@ def suite(
     gets after pruning. Base weights: ``checkpoint`` (a state_dict file; a relative path is taken from
     the folder of the file defining the builder) when it exists, else the model trained with ``base``
     and cached. ``input_shape`` (one example, no batch dimension; for FLOPs) defaults to the shape of
-    the first training input.
+    the first training input. Every weight that feeds a matmul or a conv is prunable, except those matching a
+    name pattern of ``exclude`` (``("lm_head.weight",)``); embedding tables only with ``prune_embeddings``.
     """
     if not isinstance(finetune, Recipe):
         raise TypeError(f"suite {name!r}: finetune must be a Recipe, got {type(finetune).__name__}")
@@ -88,6 +91,8 @@ def suite(
                 # Decoded once here (and remembered for the subject): sampling decoded tensors is cheap.
                 data_fingerprint=lambda _root: fingerprint(Splits(decoded(load_data().train), decoded(load_data().test))),
                 find_weights=find_weights,
+                exclude=tuple(exclude),
+                prune_embeddings=prune_embeddings,
             )
         )
         return build

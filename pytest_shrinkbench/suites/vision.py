@@ -45,6 +45,9 @@ CIFAR_VGG_BASE = ScheduledRecipe(
     milestones=tuple(range(25, 300, 25)), gamma=0.5,
 )
 MNIST_BASE = Recipe("adam", lr=1e-3, epochs=20, batch_size=128)
+# A ViT trained from scratch on CIFAR-10 wants decoupled weight decay and a falling rate: AdamW, lr 1e-3, weight
+# decay 0.05, 100 epochs of batch 128, the rate divided by 10 at epochs 60 and 85.
+CIFAR_VIT_BASE = ScheduledRecipe("adamw", lr=1e-3, epochs=100, batch_size=128, weight_decay=0.05, milestones=(60, 85), gamma=0.1)
 
 MNIST_SHAPE = (1, 28, 28)
 CIFAR_SHAPE = (3, 32, 32)
@@ -136,10 +139,12 @@ VISION_SUITES = (
         for depth, build in vision_models.CIFAR_RESNETS.items()
     ),
     _cifar("cifar10-vgg", vision_models.CifarVGG, CIFAR_VGG_BASE, "Zagoruyko's VGG-BN-dropout on CIFAR-10"),
+    _cifar("cifar10-vit", vision_models.cifar_vit, CIFAR_VIT_BASE, "a small ViT (4x4 patches, width 192, 6 layers) on CIFAR-10"),
     _imagenet("imagenet-resnet18", vision_models.imagenet_resnet18, "resnet18", "torchvision ResNet-18 on ImageNet"),
     _imagenet("imagenet-resnet50", vision_models.imagenet_resnet50, "resnet50", "torchvision ResNet-50 on ImageNet"),
     _imagenet("imagenet-vgg16bn", vision_models.imagenet_vgg16_bn, "vgg16_bn", "torchvision VGG-16 with batch norm on ImageNet"),
     _imagenet("imagenet-mobilenetv2", vision_models.imagenet_mobilenet_v2, "mobilenet_v2", "torchvision MobileNetV2 on ImageNet"),
+    _imagenet("imagenet-vit_b_16", vision_models.imagenet_vit_b_16, "vit_b_16", "torchvision ViT-B/16 on ImageNet"),
 )
 
 for _suite in VISION_SUITES:

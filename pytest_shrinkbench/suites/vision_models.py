@@ -209,3 +209,16 @@ def imagenet_vgg16_bn() -> nn.Module:
 
 def imagenet_mobilenet_v2() -> nn.Module:
     return torchvision_model("mobilenet_v2")
+
+
+def imagenet_vit_b_16() -> nn.Module:
+    return torchvision_model("vit_b_16")
+
+
+def cifar_vit(num_classes: int = 10) -> nn.Module:
+    """A small ViT for 32×32 images (torchvision's VisionTransformer): 4×4 patches (64 tokens), width 192, 6 layers of
+    3 heads, MLP 384, as ViT-Tiny-sized models trained from scratch on CIFAR-10 are: 1,806,538 parameters."""
+    import torchvision
+
+    return torchvision.models.VisionTransformer(image_size=32, patch_size=4, num_layers=6, num_heads=3, hidden_dim=192,
+                                                mlp_dim=384, num_classes=num_classes)

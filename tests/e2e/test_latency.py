@@ -80,3 +80,14 @@ def test_a_model_that_cannot_be_shrunk_is_recorded_not_failed(monkeypatch: pytes
         row = latency.measure_shrunk(None, subject.fresh_model(), subject, 8, dense_seconds=0.001)
     assert row == dict(latency_batch=8, shrink_error="ValueError: cannot cut this graph", latency_ms=None,
                        speedup_measured=None, latency_dense_ms=1.0)
+
+
+def test_a_2_of_4_case_says_why_its_sparse_kernels_were_not_timed_on_a_cpu(project: pytest.Pytester) -> None:
+    """2:4 kernels need CUDA: on a CPU the case keeps its verdict and its dense-kernel latency, and says so."""
+    result = project.runpytest_subprocess("--shrink-method=magnitude-2of4", "--shrink-suite=digits-mlp", "--shrink-ratios=2",
+                                          "--shrink-seeds=0", "--shrink-latency", *QUICK_TIMING, "-p", "no:randomly")
+    result.assert_outcomes(passed=2)
+    (row,) = only_run(project.path / "results")
+    assert row["sparsity_pattern"] == "2:4" and row["latency_ms"] > 0
+    assert row["sparse_kernel"] == "not timed: 2:4 kernels need a CUDA device (this case ran on cpu)"
+    assert row.get("latency_2of4_ms") is None

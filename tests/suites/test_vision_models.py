@@ -98,6 +98,7 @@ IMAGENET = {
     "imagenet-resnet50": (25_557_032, 4.09),
     "imagenet-vgg16bn": (138_365_992, 15.47),
     "imagenet-mobilenetv2": (3_504_872, 0.30),
+    "imagenet-vit_b_16": (86_567_656, 17.56),  # attention's QKᵀ and AV included
 }
 
 
@@ -109,6 +110,18 @@ def test_imagenet_suites_use_torchvisions_models(suite: str) -> None:
         model = SUITES.get(suite).build_model()
     assert n_params(model) == params
     assert flops(model, SUITES.get(suite).input_shape) / 2 / 1e9 == pytest.approx(gmacs, rel=0.01)
+
+
+def test_cifar_vit_prunes_its_attention_and_counts_its_attention_matmuls() -> None:
+    with torch.device("meta"):
+        model = SUITES.get("cifar10-vit").build_model()
+    assert n_params(model) == 1_806_538
+    trace = trace_model(model, torch.zeros(1, 3, 32, 32, device="meta"))
+    assert "encoder.layers.encoder_layer_0.self_attention.in_proj_weight" in trace.prunable
+    assert trace.prunable[0] == "conv_proj.weight" and trace.prunable[-1] == "heads.head.weight"
+    # 6 layers × (QKᵀ + AV) over 65 tokens (64 patches and the class token) of width 192
+    assert trace.fixed_flops == 6 * 2 * 2 * 65 * 65 * 192
+    assert SUITES.get("cifar10-vit").base_recipe.optimizer == "adamw"
 
 
 def test_resnet18_suite_matches_the_design_reference() -> None:
@@ -124,7 +137,8 @@ VISION = [s.name for s in vision_suites.VISION_SUITES]
 def test_every_vision_suite_is_registered_with_its_input_shape() -> None:
     assert VISION == [
         "mnist-lenet300", "mnist-lenet5", "cifar10-resnet20", "cifar10-resnet32", "cifar10-resnet44", "cifar10-resnet56",
-        "cifar10-resnet110", "cifar10-vgg", "imagenet-resnet18", "imagenet-resnet50", "imagenet-vgg16bn", "imagenet-mobilenetv2",
+        "cifar10-resnet110", "cifar10-vgg", "cifar10-vit", "imagenet-resnet18", "imagenet-resnet50", "imagenet-vgg16bn",
+        "imagenet-mobilenetv2", "imagenet-vit_b_16",
     ]
     for name in VISION:
         suite = SUITES.get(name)
