@@ -78,7 +78,7 @@ def sparsegpt(weight: Tensor, hessian: Tensor, keep: float, pattern: Pattern | N
     (``H_jj = 0``) cannot affect the output, so its weights are zeroed and pruned first.
     Returns the masks (``True`` = keep) and the new weights (pruned entries exactly zero).
     """
-    w = weight.detach().clone().float()
+    w = weight.detach().float().contiguous().clone()
     h = hessian.detach().clone().float()
     rows, cols = w.shape
     dead = torch.diagonal(h) == 0
@@ -96,7 +96,7 @@ def sparsegpt(weight: Tensor, hessian: Tensor, keep: float, pattern: Pattern | N
         if pattern is None:
             drop = round(w1.numel() * (1 - keep))
             if drop:
-                p1.view(-1)[(w1.square() / diag.square()).view(-1).topk(drop, largest=False).indices] = True
+                p1.view(-1)[(w1.square() / diag.square()).reshape(-1).topk(drop, largest=False).indices] = True
         for i in range(end - start):
             if pattern is not None and i % pattern[1] == 0 and cols % pattern[1] == 0:
                 n, m = pattern

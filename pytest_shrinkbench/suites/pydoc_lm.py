@@ -38,15 +38,12 @@ def pydoc_splits(context: int = CONFIG.context) -> Splits:
     chunks = stream.tensor_split(CHUNKS)
     test = [c for k, c in enumerate(chunks) if k % TEST_EVERY == TEST_EVERY - 1]
     train = [c for k, c in enumerate(chunks) if k % TEST_EVERY != TEST_EVERY - 1]
-    return Splits(TrainWindows(torch.cat(train), context), held_out_windows(torch.cat(test), context))
+    return Splits(TrainWindows(torch.cat(train), context), held_out_windows(torch.cat(test), context),
+                  {"corpus": "pydoc_data.topics", "corpus_sha256": sha256_text(corpus())})
 
 
 def pydoc_model() -> GPT:
     return GPT(CONFIG)
-
-
-def pydoc_protocol() -> dict[str, str]:
-    return {"corpus": "pydoc_data.topics", "corpus_sha256": sha256_text(corpus())}
 
 
 register_suite(
@@ -63,6 +60,5 @@ register_suite(
         compression_basis="prunable",
         calibration=Calibration(count=128, length=CONFIG.context),
         exclude=("lm_head.weight",),
-        protocol=pydoc_protocol,
     )
 )

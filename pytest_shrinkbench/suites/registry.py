@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -20,6 +20,9 @@ class Splits:
 
     train: Dataset
     test: Dataset
+    # What the data says about itself for a row's protocol (a language suite's corpus name, its files' sha256,
+    # the tokenizer's library version): recorded in every row's ``protocol``.
+    protocol: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -66,9 +69,9 @@ class Suite:
     # prunable weights only, as language-model papers state sparsity: x2 is 50% of the pruned linears).
     compression_basis: str = "model"
     calibration: Calibration | None = None  # None: the suite hands methods no calibration batches
-    # What a row's numbers depend on beyond the case, measured from the suite's data (a language suite's corpus
-    # sha256, context length, stride, dtype, library versions): recorded in every row's ``protocol``.
-    protocol: Callable[[], dict[str, Any]] | None = None
+    # How base weights given as a path are read (None: a torch state_dict file, see subject.read_state); a
+    # Hugging Face suite reads a model directory.
+    read_weights: Callable[[Path, Any], dict[str, Any]] | None = None
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:

@@ -122,13 +122,14 @@ class Subject:
         return inputs[:, :pinned.length].contiguous().to(self.device)
 
     def protocol(self, seed: int) -> dict[str, Any] | None:
-        """What a case's numbers depend on beyond its spec, for suites that pin a protocol (language models): the
-        suite's own measurements (corpus sha256, context length, stride, dtype, library versions) and the
-        calibration (count, length, source and the case's seed). None for suites without either."""
+        """What a case's numbers depend on beyond its spec, for language suites and suites with calibration: what
+        the data says of itself (corpus, its sha256, library versions), the test windows (context length, stride),
+        the exclusions from pruning, the dtype, and the calibration (count, length, source, the case's seed).
+        None for other suites."""
         suite = self.suite
-        if suite.protocol is None and suite.calibration is None:
+        if suite.task != "language" and suite.calibration is None and not self.data.protocol:
             return None
-        found = dict(suite.protocol() if suite.protocol is not None else {})
+        found = dict(self.data.protocol)
         if suite.task == "language":  # the test windows: non-overlapping, so the stride is the context length
             context = int(self.data.test[0][0].shape[-1])
             found.update(context_length=context, stride=context)
@@ -228,7 +229,7 @@ def load_checkpoint(path: Path, suite: Suite, device: torch.device | str = "cpu"
     Every problem is a ``RuntimeError`` naming the file and the suite.
     """
     where = f"checkpoint {path} for suite {suite.name!r}"
-    state = read_state(path, where, device)
+    state = suite.read_weights(path, device) if suite.read_weights is not None else read_state(path, where, device)
     sha = state_digest(state)
     with torch.device("meta"):  # shapes only: free even for VGG-16
         model = suite.build_model()
