@@ -91,7 +91,7 @@ def provenance(spec: CaseSpec, subject: Subject, sandbox: Sandbox) -> dict[str, 
     scope = {"prunable_scope": scope} if scope else {}  # rows of suites that exclude nothing keep their keys and fields
     return dict(
         base_sha256=subject.sha256,
-        recipe_hash=subject.suite.finetune_recipe.digest(),
+        recipe_hash=subject.finetune_hash,
         method_hash=sandbox.method(spec.method).source_hash,
         **{f"{name}_base": value for name, value in subject.base_metrics.items()},
         metric=subject.suite.objective.metric,
@@ -116,7 +116,7 @@ def _run(spec: CaseSpec, subject: Subject, result: dict[str, Any], sandbox: Sand
     pattern = parse_pattern(info.pattern)
     if pattern is not None:
         result["sparsity_pattern"] = info.pattern
-    total = optimizer_steps(subject.data.train, subject.suite.finetune_recipe)
+    total = optimizer_steps(subject.data.train, subject.suite.finetune_recipe, model)
     compressions, prune_after = gradual_schedule(spec.ratio, info.steps, total) if info.steps > 1 else ([spec.ratio], [])
     setup = Setup(info, spec.suite, subject.sha256, spec.seed, str(subject.device), torch.get_num_threads(), inputs, targets,
                   subject.state, list(subject.trace.prunable), dict(subject.trace.input_dim), subject.calibration(spec.seed),

@@ -75,7 +75,7 @@ class ShrinkSubject:
     @property
     def identity(self) -> dict[str, str]:
         """What a case's numbers on this subject depend on besides the method: recorded with every row."""
-        return {"suite": self.name, "base_sha256": self.subject.sha256, "recipe_hash": self.recipe.digest()}
+        return {"suite": self.name, "base_sha256": self.subject.sha256, "recipe_hash": self.subject.finetune_hash}
 
     @property
     def base(self) -> dict[str, float]:
@@ -171,7 +171,7 @@ class ShrinkMethod:
         m, s = self.method, subject.subject
         compression = float(ratio)
         if m.steps > 1:
-            compression = gradual_schedule(ratio, m.steps, optimizer_steps(s.data.train, s.suite.finetune_recipe))[0][0]
+            compression = gradual_schedule(ratio, m.steps, optimizer_steps(s.data.train, s.suite.finetune_recipe, s.fresh_model()))[0][0]
         masks, model = _first_step(m, s, compression, seed)
         return Pruned(m.name, s.suite.name, float(ratio), seed, compression, masks, model)
 

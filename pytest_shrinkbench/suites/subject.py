@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from filelock import FileLock
 from torch import Tensor, nn
+from torch.utils.data import Dataset
 
 from ..errors import SuiteUnavailable
 from ..identity import file_sha256, state_digest
@@ -25,7 +26,7 @@ from ..prunable import Trace, count_parameters, example_input, trace_model
 from .decoded import take
 from .decoding import prepared
 from .registry import SUITES, Splits, Suite
-from .training import fit, measure
+from .training import drops_single_batch, fit, measure, recipe_hash
 
 # What a cache record's "sha256" is a hash of (records without it hold the file's bytes' sha256).
 IDENTITY = "tensors"
@@ -61,6 +62,7 @@ class Subject:
     device: torch.device
     base_metrics: dict[str, float] = field(init=False)  # the dense base model's metrics (the suite's task's)
     trace: Trace = field(init=False)
+    finetune_hash: str = field(init=False)  # the row's recipe_hash (training.recipe_hash)
     params_total: int = field(init=False)
     fixed_nonzero: int = field(init=False)  # non-zero parameters no method may prune (biases, norms, embeddings, exclusions)
     channel_links: dict[str, Link] | None = field(init=False)  # by weight name; None: torch.fx could not trace the model
@@ -70,6 +72,7 @@ class Subject:
         model = self.fresh_model()
         self.base_metrics = measure(model, self.data.test, self.suite.objective, device=self.device)
         self.trace = trace_model(model, self.example, exclude=self.suite.exclude, embeddings=self.suite.prune_embeddings)
+        self.finetune_hash = recipe_hash(self.suite.finetune_recipe, model, self.data.train)
         self.params_total, nonzero = count_parameters(model)
         params = dict(model.named_parameters())
         self.fixed_nonzero = nonzero - sum(int(torch.count_nonzero(params[name])) for name in self.trace.prunable)
@@ -152,12 +155,16 @@ class Subject:
         return inputs.to(self.device)
 
 
-def checkpoint_key(suite: Suite, data_id: str = "") -> str:
+def checkpoint_key(suite: Suite, data_id: str = "", data: Dataset | None = None) -> str:
     """Cache key of a suite's trained base model: a new recipe, architecture, torch or data (``data_id``, a hash of
-    the files of a suite whose data is on disk; empty for embedded data) gets a new file."""
-    fields = {"suite": suite.name, "recipe": asdict(suite.base_recipe), "arch": repr(suite.build_model()), "torch": torch.__version__}
+    the files of a suite whose data is on disk; empty for embedded data) gets a new file, and so does base training
+    that drops a last batch of one (``training.drops_single_batch``, given the training ``data``)."""
+    model = suite.build_model()
+    fields = {"suite": suite.name, "recipe": asdict(suite.base_recipe), "arch": repr(model), "torch": torch.__version__}
     if data_id:
         fields["data"] = data_id
+    if data is not None and drops_single_batch(model, data, suite.base_recipe):
+        fields["last_batch_of_one"] = "dropped"
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -199,7 +206,7 @@ def load_subject(suite_name: str, cache_dir: Path | None = None, device: str | t
     # Suites of data on disk hash their files under the root; user suites (no find_data) hash their datasets.
     fingerprinted = suite.data_fingerprint is not None and (root is not None or suite.find_data is None)
     data_id = suite.data_fingerprint(root) if fingerprinted else ""
-    path = cache / f"{suite.name}-{checkpoint_key(suite, data_id)}.pt"
+    path = cache / f"{suite.name}-{checkpoint_key(suite, data_id, data.train)}.pt"
     if readonly:
         found = _verified(path, device)
         if isinstance(found, str):

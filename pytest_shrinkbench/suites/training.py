@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Callable
 
 import torch
@@ -39,8 +40,8 @@ def fit(
     scheduler = recipe.make_scheduler(optimizer)
     if on_optimizer is not None:
         on_optimizer(optimizer)
-    loader = _loader(data, recipe, seed)
-    step, limit = 0, optimizer_steps(data, recipe)
+    loader = _loader(data, recipe, seed, drops_single_batch(model, data, recipe))
+    step, limit = 0, optimizer_steps(data, recipe, model)
     model.train()
     for epoch in range(recipe.epochs):
         if step == limit:
@@ -61,17 +62,31 @@ def fit(
             on_epoch_end(epoch)
 
 
-def optimizer_steps(data: Dataset, recipe: Recipe) -> int:
-    """How many optimizer steps :func:`fit` takes on ``data`` with ``recipe``: epochs × batches per epoch, or the
-    recipe's step limit if that comes first (0: a one-shot suite, whose pruned model is its final model)."""
-    steps = recipe.epochs * len(_loader(data, recipe, seed=0)) if recipe.epochs else 0
+def optimizer_steps(data: Dataset, recipe: Recipe, model: nn.Module) -> int:
+    """How many optimizer steps :func:`fit` takes on ``data`` with ``recipe`` for ``model``: epochs × batches per
+    epoch, or the recipe's step limit if that comes first (0: a one-shot suite, whose pruned model is its final model)."""
+    steps = recipe.epochs * len(_loader(data, recipe, 0, drops_single_batch(model, data, recipe))) if recipe.epochs else 0
     limit = recipe.step_limit()
     return steps if limit is None else min(steps, limit)
 
 
-def _loader(data: Dataset, recipe: Recipe, seed: int) -> DataLoader:
-    """The training batches: shuffled by ``seed``, the last batch kept even if short (one definition, so
-    :func:`optimizer_steps` always agrees with :func:`fit`).
+def drops_single_batch(model: nn.Module, data: Dataset, recipe: Recipe) -> bool:
+    """Whether training drops a last batch of one example: only where the model has batch norm, which cannot
+    normalise a single example in training mode (a crash). Everywhere else the last batch is kept, even if short."""
+    return len(data) % recipe.batch_size == 1 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+def recipe_hash(recipe: Recipe, model: nn.Module, data: Dataset) -> str:
+    """The hash a row records for training ``model`` on ``data`` with ``recipe``: the recipe's own, except where
+    :func:`drops_single_batch` changes what it does (then the rule is part of the hash)."""
+    if not drops_single_batch(model, data, recipe):
+        return recipe.digest()
+    return hashlib.sha256(f"{recipe.digest()}+drop-last-batch-of-one".encode()).hexdigest()[:12]
+
+
+def _loader(data: Dataset, recipe: Recipe, seed: int, drop_single: bool) -> DataLoader:
+    """The training batches: shuffled by ``seed``, the last batch kept even if short unless ``drop_single`` drops a
+    last batch of one (one definition, so :func:`optimizer_steps` always agrees with :func:`fit`).
 
     Tensors (decoded datasets) are indexed a whole batch at a time. The order is the same either way:
     ``shuffle=True`` is this very ``BatchSampler(RandomSampler(data, generator))``, and the loader draws
@@ -79,9 +94,9 @@ def _loader(data: Dataset, recipe: Recipe, seed: int) -> DataLoader:
     """
     generator = torch.Generator().manual_seed(seed)
     if isinstance(data, TensorDataset):
-        batches = BatchSampler(RandomSampler(data, generator=generator), recipe.batch_size, drop_last=False)
+        batches = BatchSampler(RandomSampler(data, generator=generator), recipe.batch_size, drop_last=drop_single)
         return DataLoader(data, batch_size=None, sampler=batches, generator=generator)
-    return DataLoader(data, batch_size=recipe.batch_size, shuffle=True, generator=generator)
+    return DataLoader(data, batch_size=recipe.batch_size, shuffle=True, generator=generator, drop_last=drop_single)
 
 
 def evaluate(model: nn.Module, data: Dataset, *, device: torch.device, batch_size: int = 512) -> tuple[float, float]:

@@ -72,7 +72,8 @@ def build():
 @method("three-of-four", pattern="2:4")
 def three_of_four(ctx):
     masks = ctx.keep_top({n: w.detach().abs() for n, w in ctx.prunable.items()})
-    masks["encoder.layers.1.linear2.weight"][0, :4] = True  # claims 2:4, keeps 3 in one group
+    group = masks["encoder.layers.1.linear2.weight"][0, :4]
+    group[(~group).nonzero()[0]] = True  # claims 2:4, keeps 3 in one group
     return masks
 """
 

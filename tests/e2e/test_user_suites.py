@@ -102,6 +102,17 @@ def test_conftest_suite_runs_like_a_built_in_one(project: pytest.Pytester, shrin
     assert cached and tensors_sha256(cached[-1]) in {r["base_sha256"] for r in rows}
 
 
+def test_a_batch_norm_suite_with_a_last_batch_of_one_trains_and_fine_tunes(project: pytest.Pytester) -> None:
+    """321 examples in batches of 32 leave one: batch norm cannot train on it, so the harness drops it, says so in the hash."""
+    project.makeconftest(CONFTEST.replace("train=lambda: blobs(320, 0)", "train=lambda: blobs(321, 0)"))
+    result = project.runpytest_subprocess("--shrink-method=global-magnitude", "--shrink-suite=blobs-tiny", "--shrink-ratios=2", *RUN)
+    result.assert_outcomes(passed=1)
+    (row,) = result_rows(project.path / "results")
+    from pytest_shrinkbench import Recipe
+
+    assert row["recipe_hash"] != Recipe("adam", lr=1e-3, epochs=2, batch_size=32).digest()
+
+
 def test_tied_weight_is_masked_once_and_counted_once(project: pytest.Pytester) -> None:
     project.makeconftest(CONFTEST + '''
 

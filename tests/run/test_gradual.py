@@ -63,7 +63,7 @@ def test_fit_calls_on_step_after_each_optimizer_step() -> None:
 
     fit(model, data, recipe, seed=0, device=torch.device("cpu"), on_optimizer=optimizers.append, on_step=on_step,
         on_epoch_end=lambda epoch: events.append(("epoch", epoch)))
-    assert optimizer_steps(data, recipe) == 6  # 2 epochs x 3 batches (the last one short)
+    assert optimizer_steps(data, recipe, model) == 6  # 2 epochs x 3 batches (the last one short)
     assert events == [("step", 0, 1), ("step", 1, 2), ("step", 2, 3), ("epoch", 0),
                       ("step", 3, 4), ("step", 4, 5), ("step", 5, 6), ("epoch", 1)]
 

@@ -170,7 +170,7 @@ def test_a_method_cannot_leave_global_state_behind(cnn: ShrinkSubject) -> None:
 
 def test_a_gradual_method_makes_its_first_call(cnn: ShrinkSubject) -> None:
     pruned = called(magnitude, steps=4)(cnn, 8, seed=0)
-    first = gradual_schedule(8, 4, optimizer_steps(cnn.train, cnn.recipe))[0][0]
+    first = gradual_schedule(8, 4, optimizer_steps(cnn.train, cnn.recipe, cnn.model()))[0][0]
     assert pruned.compression == first < 8 and pruned.ratio == 8
     cnn.check_masks(pruned.model, pruned.masks, first)
 

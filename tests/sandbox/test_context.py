@@ -273,3 +273,36 @@ def test_keep_top_drops_exactly_the_set_torch_prune_drops(case):
     mask = _keep_largest(scores, keep)
     assert int(mask.sum()) == keep
     assert torch.equal(mask, reference)
+
+
+def test_a_pattern_context_keeps_n_of_m_and_a_notebook_prune_checks_it() -> None:
+    """keep_top with ctx.pattern keeps 2 of every 4 inputs whatever the requested compression; prune() validates it."""
+    from pytest_shrinkbench.errors import MaskError
+    from pytest_shrinkbench.sandbox.methods import METHODS, method
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
+    x, y = torch.randn(4, 8), torch.randint(0, 3, (4,))
+    ctx = PruneContext(model, 2.0, x, y, pattern=(2, 4))
+    masks = ctx.keep_top({n: w.detach().abs() for n, w in ctx.prunable.items()})
+    assert all(m.reshape(m.shape[0], -1, 4).sum(2).eq(2).all() for m in masks.values())
+
+    @method("cheat-2of4", pattern="2:4")
+    def cheat(ctx):
+        masks = ctx.keep_top({n: w.detach().abs() for n, w in ctx.prunable.items()})
+        masks["2.weight"][:] = True  # ignores its own declared pattern
+        return masks
+
+    try:
+        with pytest.raises(MaskError, match=r"mask of '2.weight' breaks the declared 2:4 pattern"):
+            prune(model, "cheat-2of4", 2, batch=(x, y))
+    finally:
+        METHODS.retain(lambda m: m.name != "cheat-2of4")
+
+
+@pytest.mark.parametrize("kwargs, message", [({"pattern": "2/4"}, "not N:M"), ({"pattern": "2:4", "steps": 3}, "one-shot")])
+def test_method_declarations_are_checked(kwargs, message) -> None:
+    from pytest_shrinkbench.sandbox.methods import method
+
+    with pytest.raises(ValueError, match=message):
+        method("declared", **kwargs)

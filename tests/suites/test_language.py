@@ -81,9 +81,9 @@ def test_a_step_recipe_stops_after_its_steps() -> None:
     data = TrainWindows(torch.arange(200) % 5, 8)
     recipe = StepRecipe("adamw", lr=1e-3, epochs=3, batch_size=16, steps=7)
     steps: list[int] = []
-    fit(GPT(GPTConfig(vocab=5, context=8, layers=1, heads=1, width=8)), data, recipe, seed=0, device=CPU,
-        on_step=steps.append, loss=TASKS["language"].loss)
-    assert steps == list(range(7)) == list(range(optimizer_steps(data, recipe)))
+    model = GPT(GPTConfig(vocab=5, context=8, layers=1, heads=1, width=8))
+    fit(model, data, recipe, seed=0, device=CPU, on_step=steps.append, loss=TASKS["language"].loss)
+    assert steps == list(range(7)) == list(range(optimizer_steps(data, recipe, model)))
     assert recipe.digest() != StepRecipe("adamw", lr=1e-3, epochs=3, batch_size=16, steps=8).digest()
 
 
