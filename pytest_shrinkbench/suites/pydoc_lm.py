@@ -52,7 +52,7 @@ register_suite(
         build_model=pydoc_model,
         load_data=pydoc_splits,
         input_shape=(CONFIG.context,),
-        base_recipe=StepRecipe("adamw", lr=4e-3, epochs=1, batch_size=32, steps=1100),
+        base_recipe=StepRecipe("adamw", lr=4e-3, epochs=1, batch_size=32, steps=1100, warmup=100, final_lr=4e-4),
         finetune_recipe=ONE_SHOT,
         description="a 4-layer byte-level GPT (0.87M parameters) on CPython's pydoc topics, pruned one-shot",
         data_fingerprint=lambda _root: sha256_text(corpus())[:16],

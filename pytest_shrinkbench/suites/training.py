@@ -42,6 +42,7 @@ def fit(
         on_optimizer(optimizer)
     loader = _loader(data, recipe, seed, drops_single_batch(model, data, recipe))
     step, limit = 0, optimizer_steps(data, recipe, model)
+    per_step = recipe.schedule_per_step()
     model.train()
     for epoch in range(recipe.epochs):
         if step == limit:
@@ -51,12 +52,14 @@ def fit(
             optimizer.zero_grad(set_to_none=True)
             loss(model(inputs), targets).backward()
             optimizer.step()
+            if scheduler is not None and per_step:
+                scheduler.step()
             if on_step is not None:
                 on_step(step)
             step += 1
             if step == limit:
                 break
-        if scheduler is not None:
+        if scheduler is not None and not per_step:
             scheduler.step()
         if on_epoch_end is not None:
             on_epoch_end(epoch)

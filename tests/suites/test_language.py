@@ -87,6 +87,19 @@ def test_a_step_recipe_stops_after_its_steps() -> None:
     assert recipe.digest() != StepRecipe("adamw", lr=1e-3, epochs=3, batch_size=16, steps=8).digest()
 
 
+def test_a_step_recipes_warmup_and_cosine_decay_advance_every_optimizer_step() -> None:
+    data = TrainWindows(torch.arange(400) % 5, 8)
+    recipe = StepRecipe("adamw", lr=1e-2, epochs=1, batch_size=4, steps=10, warmup=4, final_lr=1e-3)
+    model = GPT(GPTConfig(vocab=5, context=8, layers=1, heads=1, width=8))
+    rates: list[float] = []
+    fit(model, data, recipe, seed=0, device=CPU, loss=TASKS["language"].loss,
+        on_optimizer=lambda optimizer: rates.append(optimizer), on_step=lambda step: rates.append(rates[0].param_groups[0]["lr"]))
+    after = rates[1:]  # the rate set for the next step, after each step
+    assert after[:3] == pytest.approx([2.5e-3 * 2, 2.5e-3 * 3, 1e-2])  # warmup: (step + 1) / 4 of lr
+    assert after[3] == pytest.approx(1e-2) and after[-1] == pytest.approx(1e-3)  # cosine down to final_lr at step 10
+    assert all(a >= b for a, b in zip(after[3:], after[4:]))
+
+
 def test_pydoc_corpus_split_is_pinned_and_disjoint() -> None:
     splits = pydoc_splits(16)
     text = corpus().encode("utf-8")
