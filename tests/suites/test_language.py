@@ -151,3 +151,25 @@ def _two_of_four(model: nn.Module, result: dict) -> None:
             nonzero = (module.weight != 0).view(module.weight.shape[0], -1, 4).sum(dim=2)
             assert (nonzero <= 2).all(), name
             result.setdefault("checked", []).append(name)
+
+
+def test_a_users_own_language_suite_is_ranked_by_perplexity_with_calibration(tmp_path: Path) -> None:
+    from pytest_shrinkbench.suites.recipe import ONE_SHOT
+    from pytest_shrinkbench.suites.user import suite
+
+    stream = torch.arange(3000) % 7  # a periodic "language": learnable in a few steps
+
+    @suite("tiny-periodic-lm", train=TrainWindows(stream[:2400], 16), test=held_out_windows(stream[2400:], 16),
+           finetune=ONE_SHOT, base=StepRecipe("adamw", lr=1e-2, epochs=1, batch_size=8, steps=30), task="language",
+           compression_basis="prunable", calibration=Calibration(count=8, length=16), exclude=("lm_head.weight",))
+    def periodic() -> GPT:
+        return GPT(GPTConfig(vocab=7, context=16, layers=1, heads=1, width=16))
+
+    try:
+        subject = sb.load_subject("tiny-periodic-lm", tmp_path)
+        result = sb.run_case(sb.CaseSpec("wanda", "tiny-periodic-lm", 2.0, 0), subject)
+    finally:
+        sb.suites.SUITES.retain(lambda s: s.name != "tiny-periodic-lm")
+    assert subject.base_metrics["perplexity"] < 7  # better than uniform over 7 tokens
+    assert result["metric"] == "perplexity" and result["compression_prunable"] == pytest.approx(2.0, rel=0.005)
+    assert result["protocol"]["calibration_count"] == 8 and "corpus" not in result["protocol"]
