@@ -67,7 +67,7 @@ def _measure(folder: Path) -> None:
     start = time.perf_counter()
     subject = load_subject("gpt2-125m-random", folder / "cache", data_root=folder / "data")
     print(f"subject (once per session, not part of the case): {time.perf_counter() - start:.1f} s; "
-          f"{sum(v.numel() for v in subject.state.values() if v.is_floating_point()) / 1e6:.1f}M parameters in the state, "
+          f"{subject.params_total / 1e6:.1f}M parameters, "
           f"{len(subject.trace.prunable)} prunable weights, {len(subject.data.test)} test windows of 128 tokens")
 
     inputs, targets = subject.batch(0)
