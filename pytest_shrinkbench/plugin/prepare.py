@@ -63,6 +63,7 @@ def prepare(config: pytest.Config) -> int:
             status = EXIT_FAILED
             continue
         how = "trained" if subject.checkpoint.stat().st_mtime >= started else "verified"
-        print(f"{label}: {how} {subject.checkpoint} (identity {subject.sha256[:16]}..., top-1 {subject.base_top1:.4f}, "
+        metric = subject.suite.objective.metric
+        print(f"{label}: {how} {subject.checkpoint} (identity {subject.sha256[:16]}..., {metric} {subject.base_metrics[metric]:.4f}, "
               f"{time.time() - started:.1f} s)")
     return status

@@ -16,18 +16,18 @@ import torch
 from torch import nn
 
 from ..errors import CaseFailure
-from ..identity import CaseSpec, environment, prunable_scope
+from ..identity import CaseSpec, environment, protocol_hash, prunable_scope
 from ..measure.structured import pruned_flops
 from ..prunable import parse_pattern, prunable_parameters
 from ..sandbox.protocol import Setup
 from ..sandbox.runner import Sandbox, default_sandbox
 from ..suites.subject import Subject
-from ..suites.training import evaluate, fit, optimizer_steps
+from ..suites.training import fit, measure, optimizer_steps
 from .gradual import finetune_gradually, gradual_schedule
 from .guards import time_limit
 from .invariants import check_no_hooks, check_pruned
 from .masks import MaskEnforcer
-from .pruning import check_compression, prune_step, record_size
+from .pruning import check_compression, prune_step, record_prunable_size, record_size
 
 
 def run_case(spec: CaseSpec, subject: Subject, result: dict[str, Any] | None = None, *, timeout: float = 0,
@@ -72,6 +72,7 @@ def finetune(model: nn.Module, subject: Subject, seed: int, enforcer: MaskEnforc
             device=subject.device,
             on_optimizer=enforcer.attach if enforcer else None,
             on_epoch_end=(lambda epoch: enforcer.check(f"fine-tuning epoch {epoch + 1}")) if enforcer else None,
+            loss=subject.suite.objective.loss,
         )
     finally:
         if enforcer:
@@ -83,15 +84,19 @@ def provenance(spec: CaseSpec, subject: Subject, sandbox: Sandbox) -> dict[str, 
     """What a case's numbers depend on besides its spec, known before it runs: the method's source
     hash, the base weights' identity, the recipe hash and the environment, and how its method is
     confined. With the spec, this is the case's identity in the results store
-    (:func:`pytest_shrinkbench.identity.case_key`)."""
+    (:func:`pytest_shrinkbench.identity.case_key`). A suite with a protocol (a language model's corpus, windows
+    and calibration) records it too, and its dense metrics (``perplexity_base`` beside ``top1_base``)."""
+    protocol = subject.protocol
     scope = prunable_scope(subject.suite.exclude, subject.suite.prune_embeddings)
     scope = {"prunable_scope": scope} if scope else {}  # rows of suites that exclude nothing keep their keys and fields
     return dict(
         base_sha256=subject.sha256,
         recipe_hash=subject.finetune_hash,
         method_hash=sandbox.method(spec.method).source_hash,
-        top1_base=subject.base_top1,
-        top5_base=subject.base_top5,
+        **{f"{name}_base": value for name, value in subject.base_metrics.items()},
+        metric=subject.suite.objective.metric,
+        compression_basis=subject.suite.compression_basis,
+        **({"protocol": protocol, "protocol_hash": protocol_hash(protocol)} if protocol is not None else {}),
         sandbox=sandbox.level,
         **environment(subject.device),
     ) | scope
@@ -103,6 +108,7 @@ def _run(spec: CaseSpec, subject: Subject, result: dict[str, Any], sandbox: Sand
         result.update(provenance(spec, subject, sandbox))
     result.setdefault("weights_changed", 0)
     result["prune_steps"] = info.steps
+    task, basis = subject.suite.objective, subject.suite.compression_basis
     inputs, targets = subject.batch(spec.seed)
     torch.manual_seed(spec.seed)
     model = subject.fresh_model()
@@ -113,17 +119,25 @@ def _run(spec: CaseSpec, subject: Subject, result: dict[str, Any], sandbox: Sand
     total = optimizer_steps(subject.data.train, subject.suite.finetune_recipe, model)
     compressions, prune_after = gradual_schedule(spec.ratio, info.steps, total) if info.steps > 1 else ([spec.ratio], [])
     setup = Setup(info, spec.suite, subject.sha256, spec.seed, str(subject.device), torch.get_num_threads(), inputs, targets,
-                  subject.state, list(subject.trace.prunable), dict(subject.trace.input_dim))
+                  subject.state, list(subject.trace.prunable), dict(subject.trace.input_dim), subject.calibration(spec.seed),
+                  basis)
     check_inputs = subject.check_inputs()
     with closing(sandbox.open(setup)) as calls:
         masks = prune_step(calls, prunable, compressions[0], 0, None, result, pattern, subject.trace.input_dim)
         when = f" (step 1 of {info.steps})" if info.steps > 1 else ""
         if pattern is None:
-            check_compression(model, compressions[0], when, result=result)
+            check_compression(model, compressions[0], when, None, prunable, result=result, basis=basis)
         else:  # the pattern, checked on every mask, fixes the covered layers' density: it is the compression check
             record_size(model, result)
+            record_prunable_size(prunable, result, basis)
         check_pruned(model, prunable, masks, check_inputs, subject.fresh_model, f"after pruning{when}")
-        result["top1_pre"], result["top5_pre"] = evaluate(model, subject.data.test, device=subject.device)
+        pruned = measure(model, subject.data.test, task, device=subject.device)
+        result.update({f"{name}_pre": value for name, value in pruned.items()})
+        if total == 0:  # one-shot: the pruned model is the final model, measured once
+            result.update(pruned, finetune_seconds=0.0)
+            check_no_hooks(model, "after pruning")
+            result.update(pruned_flops(model, subject.trace, subject.channel_links))
+            return model
         torch.manual_seed(spec.seed)  # fine-tuning's randomness (dropout) depends on the seed alone
         if info.steps == 1:
             calls.close()  # a one-shot method's child is done: it is not kept through fine-tuning
@@ -134,10 +148,10 @@ def _run(spec: CaseSpec, subject: Subject, result: dict[str, Any], sandbox: Sand
             # A regrown weight starts at zero and may stay there (a dead input): with regrowth the size is
             # checked on the masks, and the row still records the model's true non-zero count.
             check_compression(model, spec.ratio, " (after the last step and fine-tuning)",
-                              masks if info.regrowth else None, prunable, result=result)
+                              masks if info.regrowth else None, prunable, result=result, basis=basis)
     check_pruned(model, prunable, masks, check_inputs, subject.fresh_model, "after fine-tuning")
     check_no_hooks(model, "after fine-tuning")
-    result["top1"], result["top5"] = evaluate(model, subject.data.test, device=subject.device)
+    result.update(measure(model, subject.data.test, task, device=subject.device))
 
     result.update(pruned_flops(model, subject.trace, subject.channel_links))
     return model

@@ -80,7 +80,7 @@ def finetune_gradually(
                     raise InvariantViolation(
                         f"{who} revived {revived} pruned entries of {name!r}{when}; declare @method(..., regrowth=True) to allow it"
                     )
-        check_compression(model, compressions[step], when, new, prunable)
+        check_compression(model, compressions[step], when, new, prunable, basis=subject.suite.compression_basis)
         check_pruned(model, prunable, new, check_inputs, subject.fresh_model, f"after pruning{when}")  # restores the mode
         with torch.no_grad():
             for name, param in prunable.items():
@@ -94,7 +94,7 @@ def finetune_gradually(
     start = time.perf_counter()
     try:
         fit(model, subject.data.train, subject.suite.finetune_recipe, seed=spec.seed, device=subject.device,
-            on_optimizer=on_optimizer, on_step=on_step, on_epoch_end=on_epoch_end)
+            on_optimizer=on_optimizer, on_step=on_step, on_epoch_end=on_epoch_end, loss=subject.suite.objective.loss)
     finally:
         state["enforcer"].remove()
     result["finetune_seconds"] = time.perf_counter() - start

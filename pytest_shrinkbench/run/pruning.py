@@ -20,14 +20,15 @@ COMPRESSION_TOLERANCE = 0.005
 
 def not_run(ratio: float, subject: Subject, pattern: tuple[int, int] | None) -> str | None:
     """Why a case is skipped rather than run, or None: a pattern method runs only at the ratio its pattern
-    implies, and a ratio the non-prunable parameters alone exceed cannot be reached by any method."""
+    implies, and on the ``model`` basis a ratio the non-prunable parameters alone exceed cannot be reached by any
+    method (on the ``prunable`` basis every ratio can)."""
     if pattern is not None:
         implied = pattern_ratio(pattern)
         if ratio != implied:
             return (f"its {pattern[0]}:{pattern[1]} pattern implies x{implied:g} on the layers it covers, "
                     f"so it runs only at ratio {implied:g}, not x{ratio:g}")
         return None
-    if round(subject.params_total / ratio) < subject.fixed_nonzero:
+    if subject.suite.compression_basis == "model" and round(subject.params_total / ratio) < subject.fixed_nonzero:
         return (f"x{ratio:g} is unreachable on suite {subject.suite.name}: its {subject.fixed_nonzero} non-prunable "
                 f"non-zero parameters alone exceed {subject.params_total} / {ratio:g}")
     return None
@@ -40,19 +41,36 @@ def record_size(model: nn.Module, result: dict[str, Any]) -> tuple[int, int]:
     return total, nonzero
 
 
-def check_compression(model: nn.Module, target: float, when: str = "", masks: dict[str, torch.Tensor] | None = None,
-                       prunable: dict[str, nn.Parameter] | None = None, result: dict[str, Any] | None = None) -> tuple[int, int]:
-    """Total and non-zero parameters, failing the case unless they reach ``target``. With ``masks`` (a gradual
-    method's intermediate step) the prunable weights count by their masks: a regrown weight is kept though still zero.
-    ``result`` gets the model's counts before any failure, so a failed row still says what was achieved."""
+def record_prunable_size(prunable: Mapping[str, nn.Parameter], result: dict[str, Any], basis: str) -> tuple[int, int]:
+    """The prunable weights' total and non-zero counts, their compression and the suite's basis, into ``result``."""
+    total = sum(p.numel() for p in prunable.values())
+    nonzero = sum(int(torch.count_nonzero(p)) for p in prunable.values())
+    result.update(compression_prunable=total / nonzero if nonzero else None, compression_basis=basis)
+    return total, nonzero
+
+
+def check_compression(model: nn.Module, target: float, when: str, masks: dict[str, torch.Tensor] | None,
+                      prunable: Mapping[str, nn.Parameter], result: dict[str, Any] | None = None,
+                      basis: str = "model") -> tuple[int, int]:
+    """Total and non-zero parameters on ``basis`` (``model``: all parameters; ``prunable``: the ``prunable``
+    weights), failing the case unless they reach ``target``. With ``masks``
+    (a gradual method's intermediate step) the prunable weights count by their masks: a regrown weight is kept
+    though still zero. ``result`` gets the model's counts on both bases before any failure, so a failed row
+    still says what was achieved."""
     total, nonzero = record_size(model, result if result is not None else {})
-    if masks is not None and prunable is not None:
-        nonzero += sum(int(masks[n].sum()) - int(torch.count_nonzero(p)) for n, p in prunable.items())
+    prunable_total, prunable_nonzero = record_prunable_size(prunable, result if result is not None else {}, basis)
+    if masks is not None:
+        regrown = sum(int(masks[n].sum()) - int(torch.count_nonzero(p)) for n, p in prunable.items())
+        nonzero, prunable_nonzero = nonzero + regrown, prunable_nonzero + regrown
+    if basis == "prunable":
+        total, nonzero, what = prunable_total, prunable_nonzero, "prunable weights"
+    else:
+        what = "parameters"
     if nonzero == 0 or abs(total / nonzero / target - 1) > COMPRESSION_TOLERANCE:
         achieved = f"x{total / nonzero:.4g}" if nonzero else "everything pruned"
         raise CaseFailure(
             f"requested compression x{target:g}{when} but the masks achieve {achieved} "
-            f"({nonzero} of {total} parameters non-zero; {round(total / target)} expected)"
+            f"({nonzero} of {total} {what} non-zero; {round(total / target)} expected)"
         )
     return total, nonzero
 

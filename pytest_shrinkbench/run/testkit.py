@@ -29,7 +29,7 @@ from ..sandbox.methods import Method
 from ..suites.recipe import Recipe
 from ..suites.registry import Suite
 from ..suites.subject import Subject
-from ..suites.training import evaluate, optimizer_steps
+from ..suites.training import measure as measure_metrics, optimizer_steps
 from .gradual import gradual_schedule
 from .masks import apply_masks, validate_masks, validate_pattern
 from .pruning import check_compression
@@ -79,8 +79,8 @@ class ShrinkSubject:
 
     @property
     def base(self) -> dict[str, float]:
-        """The dense base model's metrics (every case's ``top1_base``, ``top5_base``)."""
-        return {"top1": self.subject.base_top1, "top5": self.subject.base_top5}
+        """The dense base model's metrics (every case's ``top1_base``, ``top5_base``; ``perplexity_base`` on a language suite)."""
+        return dict(self.subject.base_metrics)
 
     def model(self) -> nn.Module:
         """A new model holding the verified base weights (training mode, as a case's): every case starts from this."""
@@ -91,15 +91,17 @@ class ShrinkSubject:
         return self.subject.batch(seed, size)
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
-        """Top-1 and top-5 of ``model`` on the held-out data, as every case measures them (leaves it in eval mode)."""
-        top1, top5 = evaluate(model, self.test, device=self.device)
-        return {"top1": top1, "top5": top5}
+        """The suite's metrics of ``model`` on the held-out data (top-1 and top-5; perplexity too on a language suite),
+        as every case measures them (leaves it in eval mode)."""
+        return measure_metrics(model, self.test, self.subject.suite.objective, device=self.device)
 
     def check_masks(self, model: nn.Module, masks: Mapping[str, Tensor], ratio: float) -> None:
         """Raise what a case raises for these masks at ``ratio``: :class:`~pytest_shrinkbench.MaskError` when they
         are malformed (invariant 1), :class:`~pytest_shrinkbench.CaseFailure` when, applied to ``model``, they miss
-        the whole-model compression by more than 0.5%. ``model`` is left as it is."""
-        check_compression(self._masked(model, masks), ratio)
+        the compression on the suite's basis by more than 0.5%. ``model`` is left as it is."""
+        masked = self._masked(model, masks)
+        check_compression(masked, ratio, "", None, prunable_parameters(masked, self.subject.trace.prunable),
+                          basis=self.subject.suite.compression_basis)
 
     def measure(self, model: nn.Module, masks: Mapping[str, Tensor] | None = None) -> dict[str, Any]:
         """The size and FLOPs fields of a case's row for ``model`` (with ``masks`` applied to a copy, if given).

@@ -24,7 +24,8 @@ from .protocol import Answer, Setup
 def case_context(setup: Setup, model: nn.Module, compression: float, steps: int) -> PruneContext:
     """The context of a case's first call, from what the harness sent (its traced prunable set, the method's pattern)."""
     return PruneContext(model, compression, setup.inputs, setup.targets, seed=setup.seed, steps=steps,
-                        prunable_names=setup.prunable, input_dims=setup.input_dims, pattern=parse_pattern(setup.method.pattern))
+                        prunable_names=setup.prunable, input_dims=setup.input_dims, pattern=parse_pattern(setup.method.pattern),
+                        calibration=setup.calibration, basis=setup.basis)
 
 
 def answer_call(method: Method, ctx: PruneContext, reraise: bool = False) -> Answer:

@@ -14,13 +14,17 @@ from ..prunable import count_parameters, keep_pattern, prunable_parameters, trac
 
 @dataclass
 class PruneContext:
-    """What a method sees: the model, the requested whole-model compression and a batch of training data.
+    """What a method sees: the model, the requested compression, a batch of training data and, on suites that
+    pin them (language models), calibration batches.
 
-    ``compression`` is total parameters ÷ non-zero parameters of the whole model, biases and
-    norms included, as in ShrinkBench; :meth:`keep_top` turns any per-weight scores into masks
-    that hit it exactly. ``prunable`` is every weight that feeds a matmul or a conv (the harness
-    traces the model once and hands the names over; a context made without them traces the
-    model on its batch). ``pattern`` is the method's declared N:M pattern, ``(n, m)`` or None.
+    ``compression`` is on the suite's ``basis``: ``model`` (total parameters ÷ non-zero parameters of the whole
+    model, biases and norms included, as in ShrinkBench) or ``prunable`` (prunable weights ÷ the non-zero ones,
+    as language-model papers count: x2 is 50% of the pruned linears); :meth:`keep_top` turns any per-weight
+    scores into masks that hit it exactly. ``calibration`` is the suite's pinned calibration windows (token
+    indices, ``count × length``), drawn from the training split with the case's seed; None on other suites.
+    ``prunable`` is every weight that feeds a matmul or a conv (the harness traces the model once and hands
+    the names over; a context made without them traces the model on its batch). ``pattern`` is the method's
+    declared N:M pattern, ``(n, m)`` or None.
     """
 
     model: nn.Module
@@ -33,6 +37,8 @@ class PruneContext:
     prunable_names: Sequence[str] | None = None  # the harness's traced prunable set (None: trace the model here)
     input_dims: Mapping[str, int] | None = None  # each prunable weight's input dimension (N:M groups run along it)
     pattern: tuple[int, int] | None = None
+    calibration: Tensor | None = None
+    basis: str = "model"
     prunable: dict[str, nn.Parameter] = field(init=False)
     generator: torch.Generator = field(init=False)
 
@@ -62,13 +68,15 @@ class PruneContext:
         self._gradients = None
 
     def keep_budget(self) -> int:
-        """How many prunable weights may stay non-zero for the model to reach ``compression``.
+        """How many prunable weights may stay non-zero for the model to reach ``compression`` on its basis.
 
-        Non-prunable parameters (biases, norms) are all counted as kept, so a ratio they alone
-        exceed is unreachable and says so.
+        On the ``model`` basis, non-prunable parameters (biases, norms) are all counted as kept, so a ratio
+        they alone exceed is unreachable and says so.
         """
-        total, nonzero = count_parameters(self.model)
         prunable_total = sum(p.numel() for p in self.prunable.values())
+        if self.basis == "prunable":
+            return min(round(prunable_total / self.compression), prunable_total)
+        total, nonzero = count_parameters(self.model)
         fixed_nonzero = nonzero - sum(int(torch.count_nonzero(p)) for p in self.prunable.values())
         budget = round(total / self.compression) - fixed_nonzero
         if budget < 0:

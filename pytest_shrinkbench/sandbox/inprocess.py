@@ -55,12 +55,15 @@ def prune(
     *,
     batch: tuple[Tensor, Tensor],
     seed: int = 0,
+    calibration: Tensor | None = None,
+    basis: str = "model",
 ) -> dict[str, Tensor]:
     """Masks of ``method`` for ``model`` at whole-model ``compression``, validated, keyed by parameter name.
 
     ``method`` is a registered name (installed methods, such as the baselines, are found; import
     your own module first) or a function of a :class:`PruneContext`. The model's weights are
-    not modified unless the method itself does so.
+    not modified unless the method itself does so. ``calibration`` (token windows) and ``basis`` (``model`` or
+    ``prunable``: what ``compression`` divides) are what a language-model suite would give the method.
     """
     if isinstance(method, str):
         if method not in METHODS:
@@ -69,7 +72,8 @@ def prune(
     else:
         fn = Method(getattr(method, "__name__", "method"), method)
     pattern = parse_pattern(fn.pattern)
-    ctx = PruneContext(model, compression, batch[0], batch[1], seed=seed, pattern=pattern)
+    ctx = PruneContext(model, compression, batch[0], batch[1], seed=seed, pattern=pattern,
+                       calibration=calibration, basis=basis)
     answer = answer_call(fn, ctx)
     if answer.error is not None:
         raise CaseFailure(answer.error)

@@ -77,6 +77,8 @@ class Setup:
     state: dict[str, Tensor] | None = None  # the base weights, when the child must build the model itself
     prunable: list[str] | None = None  # the harness's traced prunable weights, with the suite's exclusions
     input_dims: dict[str, int] | None = None  # each one's input dimension (N:M groups run along it)
+    calibration: Tensor | None = None  # the suite's calibration windows for this case's seed (ctx.calibration)
+    basis: str = "model"  # what the requested compression divides: "model" or "prunable" (the suite's)
 
 
 @dataclass

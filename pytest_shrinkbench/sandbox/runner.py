@@ -22,6 +22,7 @@ from torch import nn
 
 from ..errors import CaseFailure
 from ..results.schema import LEVEL_IN_PROCESS, LEVEL_LANDLOCK, LEVEL_PROCESS
+from ..suites.registry import SUITES
 from . import child
 from .discovery import file_hash, find_methods, precompile
 from .inprocess import InProcessCalls
@@ -211,20 +212,23 @@ def _warm_up() -> None:
 
 
 _default: Sandbox | None = None
+_default_suites: dict[str, int] = {}  # the suites its fork server knows: name -> id of the Suite object
 
 
 def default_sandbox() -> Sandbox:
     """This process's sandbox for the public API (``run_case`` outside pytest): Landlock where the kernel has
     it, the installed methods and those registered in this process (a conftest, a notebook cell). Its fork
     server is forked at first use, and again once a method was registered since (its children know only the
-    methods of the moment it forked): in a notebook that ran multi-threaded torch ops before, keep the
-    case's thread count at 1 (the default)."""
-    global _default
-    if _default is not None and set(METHODS.names()) - set(_default.methods):
-        _default.close()  # methods registered here since its fork server started: a new one inherits them
+    methods of the moment it forked), or a suite registered or overridden (its children build the suite's model
+    as it was then): in a notebook that ran multi-threaded torch ops before, keep the case's thread count at 1
+    (the default)."""
+    global _default, _default_suites
+    suites = {name: id(SUITES.get(name)) for name in SUITES.names()}
+    if _default is not None and (set(METHODS.names()) - set(_default.methods) or suites != _default_suites):
+        _default.close()  # methods or suites registered here since its fork server started: a new one inherits them
         _default = None
     if _default is None:
-        _default = Sandbox("landlock")
+        _default, _default_suites = Sandbox("landlock"), suites
         _default.discover([])
         atexit.register(_default.close)
     return _default

@@ -3,7 +3,7 @@
 Importing this package registers the built-in suites (the embedded digits suites and the vision suites).
 """
 
-from . import digits, vision  # noqa: F401  (register the built-in suites)
+from . import digits, pydoc_lm, vision  # noqa: F401  (register the built-in suites)
 from .registry import (
     DEFAULT_SUITES,
     SUITES,

@@ -51,7 +51,7 @@ _cache: WeakKeyDictionary = WeakKeyDictionary()
 
 def prepared(splits: Splits, device: torch.device) -> Splits:
     """``splits`` decoded where provably equivalent (once per dataset per process) and, when decoded, on ``device``."""
-    return Splits(*(_on(decoded(data), device) for data in (splits.train, splits.test)))
+    return Splits(*(_on(decoded(data), device) for data in (splits.train, splits.test)), splits.protocol)
 
 
 def decoded(data: Dataset) -> Dataset:

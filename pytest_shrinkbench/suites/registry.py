@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from torch import nn
 from torch.utils.data import Dataset
 
 from ..registry import Registry, origin_of
 from .recipe import Recipe
+from .tasks import TASKS, Task
 
 
 @dataclass(frozen=True)
@@ -19,6 +20,23 @@ class Splits:
 
     train: Dataset
     test: Dataset
+    # What the data says about itself for a row's protocol (a language suite's corpus name, its files' sha256,
+    # the tokenizer's library version): recorded in every row's ``protocol``.
+    protocol: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The calibration batches a suite hands every method (``ctx.calibration``): ``count`` windows of ``length``
+    tokens, drawn with the case's seed from the ``source`` split (only ``train``: held-out data never reaches a method).
+    The reference protocol of SparseGPT and Wanda is 128 windows of the model's context length, seed 0."""
+
+    count: int = 128
+    length: int = 128
+    source: str = "train"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"calibration_count": self.count, "calibration_length": self.length, "calibration_source": self.source}
 
 
 @dataclass(frozen=True)
@@ -45,6 +63,28 @@ class Suite:
     exclude: tuple[str, ...] = ()
     # Embedding tables are lookups, not FLOPs: counted but never prunable, unless a suite opts them in.
     prune_embeddings: bool = False
+    # What the model does ("classification" or "language", see tasks.py): its loss, metrics and ranking metric.
+    task: str = "classification"
+    # What a requested ratio divides: "model" (all parameters ÷ non-zero ones, ShrinkBench's) or "prunable" (the
+    # prunable weights only, as language-model papers state sparsity: x2 is 50% of the pruned linears).
+    compression_basis: str = "model"
+    calibration: Calibration | None = None  # None: the suite hands methods no calibration batches
+    # How base weights given as a path are read (None: a torch state_dict file, see subject.read_state); a
+    # Hugging Face suite reads a model directory.
+    read_weights: Callable[[Path, Any], dict[str, Any]] | None = None
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"suite {self.name!r}: task must be one of {sorted(TASKS)}, got {self.task!r}")
+        if self.compression_basis not in ("model", "prunable"):
+            raise ValueError(f"suite {self.name!r}: compression_basis must be 'model' or 'prunable', got {self.compression_basis!r}")
+        if self.calibration is not None and self.calibration.source != "train":
+            raise ValueError(f"suite {self.name!r}: calibration comes from the training split, not {self.calibration.source!r}")
+
+    @property
+    def objective(self) -> Task:
+        """The suite's task: its loss, its metrics and the metric that ranks methods."""
+        return TASKS[self.task]
 
     def missing_data(self, root: Path | None) -> str | None:
         """None when the suite's data is available (always, for embedded data); else why not and how to fix it."""

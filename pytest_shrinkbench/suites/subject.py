@@ -12,6 +12,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from filelock import FileLock
@@ -25,7 +26,7 @@ from ..prunable import Trace, count_parameters, example_input, trace_model
 from .decoded import take
 from .decoding import prepared
 from .registry import SUITES, Splits, Suite
-from .training import drops_single_batch, evaluate, fit, recipe_hash
+from .training import drops_single_batch, fit, measure, recipe_hash
 
 # What a cache record's "sha256" is a hash of (records without it hold the file's bytes' sha256).
 IDENTITY = "tensors"
@@ -34,6 +35,10 @@ BASE_TRAINING_THREADS = 1
 # The invariants compare logits on this many training inputs: a model that reads masked weights, or state
 # outside its state_dict, changes essentially every logit, and 3 forward passes of 128 images were 5% of a case.
 CHECK_BATCH = 32
+# A language suite's checks run on this many training windows: each holds ``context`` positions of a vocabulary's
+# logits (128 × 50,257 for GPT-2), which a violation changes nearly all of; 32 windows of a 125M model cost more
+# forward passes than its one-shot method and evaluation together.
+CHECK_WINDOWS = 2
 CHECK_SEED = 0
 
 
@@ -55,8 +60,7 @@ class Subject:
     sha256: str
     checkpoint: Path
     device: torch.device
-    base_top1: float = field(init=False)
-    base_top5: float = field(init=False)
+    base_metrics: dict[str, float] = field(init=False)  # the dense base model's metrics (the suite's task's)
     trace: Trace = field(init=False)
     finetune_hash: str = field(init=False)  # the row's recipe_hash (training.recipe_hash)
     params_total: int = field(init=False)
@@ -66,7 +70,7 @@ class Subject:
 
     def __post_init__(self) -> None:
         model = self.fresh_model()
-        self.base_top1, self.base_top5 = evaluate(model, self.data.test, device=self.device)
+        self.base_metrics = measure(model, self.data.test, self.suite.objective, device=self.device)
         self.trace = trace_model(model, self.example, exclude=self.suite.exclude, embeddings=self.suite.prune_embeddings)
         self.finetune_hash = recipe_hash(self.suite.finetune_recipe, model, self.data.train)
         self.params_total, nonzero = count_parameters(model)
@@ -74,6 +78,14 @@ class Subject:
         self.fixed_nonzero = nonzero - sum(int(torch.count_nonzero(params[name])) for name in self.trace.prunable)
         links = channel_links(model)
         self.channel_links = weight_links(model, links) if links is not None else None
+
+    @property
+    def base_top1(self) -> float:
+        return self.base_metrics["top1"]
+
+    @property
+    def base_top5(self) -> float:
+        return self.base_metrics["top5"]
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -101,11 +113,46 @@ class Subject:
             inputs, targets = take(self.data.train, order[:size].tolist())
         return inputs.to(self.device), targets.to(self.device)
 
+    def calibration(self, seed: int) -> Tensor | None:
+        """The suite's calibration batches for a case of ``seed`` (None when it declares none): ``count`` training
+        windows drawn with the seed, each cut to ``length`` tokens."""
+        pinned = self.suite.calibration
+        if pinned is None:
+            return None
+        if pinned.count > len(self.data.train):
+            raise ValueError(f"suite {self.suite.name}: {pinned.count} calibration windows asked of {len(self.data.train)} training windows")
+        order = torch.randperm(len(self.data.train), generator=torch.Generator().manual_seed(seed))
+        inputs, _ = take(self.data.train, order[:pinned.count].tolist())
+        if inputs.shape[1] < pinned.length:
+            raise ValueError(f"suite {self.suite.name}: calibration windows of {pinned.length} tokens asked of "
+                             f"training windows of {inputs.shape[1]}")
+        return inputs[:, :pinned.length].contiguous().to(self.device)
+
+    @property
+    def protocol(self) -> dict[str, Any] | None:
+        """What a case's numbers depend on beyond its spec, for language suites and suites with calibration: what
+        the data says of itself (corpus, its sha256, library versions), the test windows (context length, stride),
+        the exclusions from pruning, the dtype, and the calibration (count, length, source; drawn with the case's
+        seed, which the row holds: the protocol is the same for every seed, so seeds aggregate). None for other suites."""
+        suite = self.suite
+        if suite.task != "language" and suite.calibration is None and not self.data.protocol:
+            return None
+        found = dict(self.data.protocol)
+        if suite.task == "language":  # the test windows: non-overlapping, so the stride is the context length
+            context = int(self.data.test[0][0].shape[-1])
+            found.update(context_length=context, stride=context)
+        found["exclude"] = list(suite.exclude)
+        found["dtype"] = str(next(v.dtype for v in self.state.values() if v.is_floating_point())).removeprefix("torch.")
+        if suite.calibration is not None:
+            found.update(suite.calibration.as_dict(), calibration_seed="the case's seed")
+        return found
+
     def check_inputs(self) -> Tensor:
-        """Fixed training inputs on which the invariants compare logits."""
+        """Fixed training inputs on which the invariants compare logits (a language suite's: a few windows)."""
+        count = CHECK_WINDOWS if self.suite.task == "language" else CHECK_BATCH
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(CHECK_SEED)
-            inputs, _ = take(self.data.train, list(range(min(CHECK_BATCH, len(self.data.train)))))
+            inputs, _ = take(self.data.train, list(range(min(count, len(self.data.train)))))
         return inputs.to(self.device)
 
 
@@ -195,7 +242,7 @@ def load_checkpoint(path: Path, suite: Suite, device: torch.device | str = "cpu"
     Every problem is a ``RuntimeError`` naming the file and the suite.
     """
     where = f"checkpoint {path} for suite {suite.name!r}"
-    state = read_state(path, where, device)
+    state = suite.read_weights(path, device) if suite.read_weights is not None else read_state(path, where, device)
     sha = state_digest(state)
     with torch.device("meta"):  # shapes only: free even for VGG-16
         model = suite.build_model()
@@ -281,17 +328,17 @@ def _train_and_store(suite: Suite, data: Splits, path: Path, device: torch.devic
         torch.manual_seed(BASE_TRAINING_SEED)
         model = suite.build_model().to(device)
         start = time.perf_counter()
-        fit(model, data.train, suite.base_recipe, seed=BASE_TRAINING_SEED, device=device)
+        fit(model, data.train, suite.base_recipe, seed=BASE_TRAINING_SEED, device=device, loss=suite.objective.loss)
         seconds = time.perf_counter() - start
     finally:
         torch.set_num_threads(threads)
-    top1, top5 = evaluate(model, data.test, device=device)
+    metrics = measure(model, data.test, suite.objective, device=device)
     state = {k: v.cpu() for k, v in model.state_dict().items()}
     buffer = io.BytesIO()  # saved through a buffer, the archive's inner name is fixed: same weights, same bytes
     torch.save(state, buffer)
     _replace(path, buffer.getvalue())
     info = {"suite": suite.name, "sha256": state_digest(state), "identity": IDENTITY, "recipe": asdict(suite.base_recipe),
-            "top1": top1, "top5": top5, "train_seconds": round(seconds, 3), "threads": BASE_TRAINING_THREADS,
+            **metrics, "train_seconds": round(seconds, 3), "threads": BASE_TRAINING_THREADS,
             "torch": torch.__version__}
     _write_record(path.with_suffix(".json"), info)
 

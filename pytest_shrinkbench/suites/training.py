@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Callable, Iterable
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, TensorDataset
 
 from .recipe import Recipe
+from .tasks import Task, accuracy
 
 
 def fit(
@@ -23,40 +24,53 @@ def fit(
     on_optimizer: Callable[[torch.optim.Optimizer], None] | None = None,
     on_step: Callable[[int], None] | None = None,
     on_epoch_end: Callable[[int], None] | None = None,
+    loss: Callable[[Tensor, Tensor], Tensor] = F.cross_entropy,
 ) -> None:
-    """Train ``model`` in place with ``recipe``; the seed fixes the data order.
+    """Train ``model`` in place with ``recipe`` and ``loss`` (the suite's task's); the seed fixes the data order.
 
     ``on_optimizer`` lets the harness attach its step hooks to the fresh optimizer, and
     ``on_epoch_end`` lets it check invariants without a per-step synchronisation. ``on_step(i)`` runs
     after optimizer step ``i`` (0 .. :func:`optimizer_steps` - 1, counted across epochs) has returned,
     outside the optimizer's own hooks, so it may swap them (a gradual method's mask change); the
     gradients are zeroed before every backward, so whatever it leaves in ``.grad`` is never applied.
+    A recipe with a step limit (:class:`~.recipe.StepRecipe`) stops after that many steps, mid-epoch if need be
+    (that epoch still ends: its scheduler step and ``on_epoch_end`` run).
     """
     optimizer = recipe.make_optimizer(model.parameters())
     scheduler = recipe.make_scheduler(optimizer)
     if on_optimizer is not None:
         on_optimizer(optimizer)
     loader = _loader(data, recipe, seed, drops_single_batch(model, data, recipe))
-    step = 0
+    step, limit = 0, optimizer_steps(data, recipe, model)
+    per_step = recipe.schedule_per_step()
     model.train()
     for epoch in range(recipe.epochs):
+        if step == limit:
+            break
         for inputs, targets in loader:
             inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
             optimizer.zero_grad(set_to_none=True)
-            F.cross_entropy(model(inputs), targets).backward()
+            loss(model(inputs), targets).backward()
             optimizer.step()
+            if scheduler is not None and per_step:
+                scheduler.step()
             if on_step is not None:
                 on_step(step)
             step += 1
-        if scheduler is not None:
+            if step == limit:
+                break
+        if scheduler is not None and not per_step:
             scheduler.step()
         if on_epoch_end is not None:
             on_epoch_end(epoch)
 
 
 def optimizer_steps(data: Dataset, recipe: Recipe, model: nn.Module) -> int:
-    """How many optimizer steps :func:`fit` takes on ``data`` with ``recipe`` for ``model``: epochs × batches per epoch."""
-    return recipe.epochs * len(_loader(data, recipe, 0, drops_single_batch(model, data, recipe)))
+    """How many optimizer steps :func:`fit` takes on ``data`` with ``recipe`` for ``model``: epochs × batches per
+    epoch, or the recipe's step limit if that comes first (0: a one-shot suite, whose pruned model is its final model)."""
+    steps = recipe.epochs * len(_loader(data, recipe, 0, drops_single_batch(model, data, recipe))) if recipe.epochs else 0
+    limit = recipe.step_limit()
+    return steps if limit is None else min(steps, limit)
 
 
 def drops_single_batch(model: nn.Module, data: Dataset, recipe: Recipe) -> bool:
@@ -88,23 +102,12 @@ def _loader(data: Dataset, recipe: Recipe, seed: int, drop_single: bool) -> Data
     return DataLoader(data, batch_size=recipe.batch_size, shuffle=True, generator=generator, drop_last=drop_single)
 
 
-def _slices(data: Dataset, size: int) -> Iterable[tuple[Tensor, Tensor]]:
-    """Consecutive batches of ``size`` in order: slices of tensors, or collated samples."""
-    if isinstance(data, TensorDataset):
-        return (data[start:start + size] for start in range(0, len(data), size))
-    return DataLoader(data, batch_size=size)
-
-
-@torch.no_grad()
 def evaluate(model: nn.Module, data: Dataset, *, device: torch.device, batch_size: int = 512) -> tuple[float, float]:
     """Top-1 and top-5 accuracy of ``model`` on ``data`` (eval mode)."""
-    model.eval()
-    top1 = top5 = total = 0
-    for inputs, targets in _slices(data, batch_size):
-        logits = model(inputs.to(device))
-        targets = targets.to(device)
-        best = logits.topk(min(5, logits.shape[1]), dim=1).indices
-        top1 += (best[:, 0] == targets).sum().item()
-        top5 += (best == targets[:, None]).any(dim=1).sum().item()
-        total += len(targets)
-    return top1 / total, top5 / total
+    result = accuracy(model, data, device=device, batch_size=batch_size)
+    return result["top1"], result["top5"]
+
+
+def measure(model: nn.Module, data: Dataset, task: Task, *, device: torch.device) -> dict[str, float]:
+    """The metrics of ``task`` for ``model`` on ``data`` (eval mode): what every case and base model reports."""
+    return task.evaluate(model, data, device=device, batch_size=task.eval_batch)

@@ -23,7 +23,7 @@ from ..registry import load_entry_points
 from .decoded import Decoded
 from .decoding import decoded
 from .recipe import Recipe
-from .registry import SUITES, Splits, Suite, register_suite
+from .registry import SUITES, Calibration, Splits, Suite, register_suite
 
 ENTRY_POINT_GROUP = "pytest_shrinkbench.suites"
 # Datasets other than TensorDataset are fingerprinted by their length and this many evenly spaced samples.
@@ -46,6 +46,9 @@ def suite(
     description: str = "",
     exclude: tuple[str, ...] = (),
     prune_embeddings: bool = False,
+    task: str = "classification",
+    compression_basis: str = "model",
+    calibration: Calibration | None = None,
 ) -> Callable[[Callable[[], nn.Module]], Callable[[], nn.Module]]:
     """Register the decorated model builder (``() -> nn.Module``) as the suite ``name``.
 
@@ -56,6 +59,9 @@ def suite(
     and cached. ``input_shape`` (one example, no batch dimension; for FLOPs) defaults to the shape of
     the first training input. Every weight that feeds a matmul or a conv is prunable, except those matching a
     name pattern of ``exclude`` (``("lm_head.weight",)``); embedding tables only with ``prune_embeddings``.
+    A language model: ``task="language"`` (datasets of ``(window, next tokens)`` pairs, the tokens not scored set
+    to -100; ranked by perplexity), usually with ``compression_basis="prunable"``, ``calibration=Calibration(...)``
+    and ``finetune=ONE_SHOT`` (see docs/suites.md, Language models).
     """
     if not isinstance(finetune, Recipe):
         raise TypeError(f"suite {name!r}: finetune must be a Recipe, got {type(finetune).__name__}")
@@ -93,6 +99,9 @@ def suite(
                 find_weights=find_weights,
                 exclude=tuple(exclude),
                 prune_embeddings=prune_embeddings,
+                task=task,
+                compression_basis=compression_basis,
+                calibration=calibration,
             )
         )
         return build
