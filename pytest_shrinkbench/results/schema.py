@@ -79,6 +79,11 @@ FIELDS: tuple[Field, ...] = (
     Field("channels_shrunk", "output channels cut out by shrinking"),
     Field("shrink_exact", "whether folding removed channels into biases is exact"),
     Field("shrink_error", "why the model could not be shrunk (its latency is then not measured)"),
+    # content-addressed measurement (run/reuse.py)
+    Field("measurement_key", "what a one-shot case's measurements are a function of (subject, recipe, seed, masks and "
+          "weights after pruning, environment); null for gradual methods"),
+    Field("shared_from", "case key of the row whose measurements (accuracy, FLOPs) this row took instead of "
+          "fine-tuning the same pruned model again; null when measured by this case"),
 )
 NAMES: tuple[str, ...] = tuple(f.name for f in FIELDS)
 # How confined a row's method was (the ``sandbox`` field's values), weakest first.
