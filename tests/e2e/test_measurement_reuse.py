@@ -14,7 +14,9 @@ OWN = {"prune_seconds", "finetune_seconds", "duration", "run", "finished", "mac"
 
 
 def test_rows_with_and_without_sharing_are_equal_and_x1_is_fine_tuned_once(project: pytest.Pytester) -> None:
-    project.runpytest_subprocess(*SLICE, "-n", "2", "--shrink-results=shared").assert_outcomes(passed=14)
+    result = project.runpytest_subprocess(*SLICE, "-n", "2", "--shrink-results=shared")
+    result.assert_outcomes(passed=14)
+    result.stdout.fnmatch_lines(["shrinkbench: 5 cases took the measurements of the same pruned model, measured once*"])
     project.runpytest_subprocess(*SLICE, "-n", "2", "--shrink-results=computed", "--shrink-rerun").assert_outcomes(passed=14)
     shared, computed = ({(r["method"], r["ratio"]): r for r in result_rows(project.path / d)} for d in ("shared", "computed"))
     assert shared.keys() == computed.keys() and len(shared) == 14
