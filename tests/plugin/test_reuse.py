@@ -50,3 +50,22 @@ def test_a_key_being_computed_is_locked_for_other_workers(tmp_path: Path) -> Non
             FileLock(str(folder / "k1.lock")).acquire(timeout=0.2)
         with FileLock(str(folder / "k2.lock")).acquire(timeout=0.2):  # other keys are free
             pass
+
+
+def test_the_store_lends_measurements_only_from_signed_rows_confined_enough(tmp_path: Path) -> None:
+    """A row forged into the store under a real measurement key (a method without walls can write the store) lends nothing."""
+    from pytest_shrinkbench.results.schema import LEVEL_PROCESS
+    from pytest_shrinkbench.results.store import ResultsStore
+    from tests.helpers import row
+
+    stored = StoredRows(tmp_path / "store.sqlite", tmp_path / "cache", LEVEL_LANDLOCK)
+    store = ResultsStore(tmp_path / "store.sqlite")
+    store.put({**row("forged", 1, 0, top1=1.0), "measurement_key": "k1", "sandbox": LEVEL_LANDLOCK, "mac": "0" * 64})
+    store.put(sign({**row("walls", 1, 0, top1=0.5), "measurement_key": "k2", "sandbox": LEVEL_PROCESS}, stored.key))
+    store.put(sign({**row("honest", 1, 0, top1=0.9), "measurement_key": "k3", "sandbox": LEVEL_LANDLOCK}, stored.key))
+    assert stored.measured("k1") is None and stored.measured("k2") is None
+    assert stored.measured("k3")["top1"] == 0.9
+    taken = SessionMeasurements(stored, None).find("k3")
+    assert taken["top1"] == 0.9 and len(taken["case_key"]) == 32
+    store.close()
+    stored.close()
