@@ -2,8 +2,8 @@
 
 Why: every method's x1 case is the unpruned model fine-tuned with the same recipe and seed, and two methods
 that agree on a case hand the harness the same model. Threads are pinned and seeds fixed, so fine-tuning and
-evaluating the same tensors again gives the same numbers bit for bit: on the main job 36 of 252 cases are such
-repeats. What a case's measurements are a function of is its *measurement key*
+evaluating the same tensors again gives the same numbers bit for bit: on the main job 30 of 252 cases are such
+repeats (per suite × seed, the x1 cases of five of the six one-shot baselines). What a case's measurements are a function of is its *measurement key*
 (:func:`pytest_shrinkbench.identity.measurement_key`), computed after the method's answer was validated,
 applied and checked (invariants 1 and 2, the compression, invariants 4 and 5 after pruning: each case checks
 its own answer) and before anything is measured.
