@@ -71,10 +71,10 @@ def main_job_command(workers: int, results: Path, extra: list[str]) -> list[str]
     return [sys.executable, "-m", "pytest", *MAIN_JOB_ARGS, "-n", str(workers), f"--shrink-results={results}", *extra]
 
 
-def run_main_job(repo: Path, workers: int, extra: list[str], cache: Path | None = None) -> Run:
-    """The main job of the checkout ``repo`` with ``-n workers``, timed."""
+def run_main_job(repo: Path, workers: int, extra: list[str], cache: Path | None = None, keep: Path | None = None) -> Run:
+    """The main job of the checkout ``repo`` with ``-n workers``, timed; its results kept in ``keep`` if given."""
     with tempfile.TemporaryDirectory(prefix="shrinkbench-main-job-") as results:
-        command = main_job_command(workers, Path(results), extra)
+        command = main_job_command(workers, keep or Path(results), extra)
         usage = resource.getrusage(resource.RUSAGE_CHILDREN)
         load = os.getloadavg()[0]
         start = time.perf_counter()

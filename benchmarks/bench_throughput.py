@@ -242,8 +242,10 @@ def _bare_evaluate(model: nn.Module, loader: DataLoader) -> float:
     return top1 / total
 
 
-def bare_experiment(root: Path, base: dict[str, Tensor], ratio: float, seed: int) -> BareTimes:
-    """One pruning experiment as ShrinkBench runs it, end to end, timed by phase."""
+def bare_experiment(root: Path, base: dict[str, Tensor], ratio: float, seed: int,
+                    masks: dict[str, Tensor] | None = None) -> BareTimes:
+    """One pruning experiment as ShrinkBench runs it, end to end, timed by phase (``masks``: given instead of
+    computing global magnitude's)."""
     times = BareTimes()
     start = time.perf_counter()
     torch.manual_seed(seed)
@@ -252,7 +254,7 @@ def bare_experiment(root: Path, base: dict[str, Tensor], ratio: float, seed: int
     val_dl = DataLoader(mnist(root, False), batch_size=BATCH, shuffle=False, num_workers=0)
     model = MnistNet()
     model.load_state_dict(base)
-    mask_model(model, global_magnitude_masks(model, ratio))
+    mask_model(model, global_magnitude_masks(model, ratio) if masks is None else masks)
     optimizer = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM, nesterov=True)
     times.setup = time.perf_counter() - start
 

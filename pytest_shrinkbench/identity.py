@@ -188,3 +188,31 @@ def file_sha256(path: Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+# ---- Content-addressed measurement (issue 25) ----
+# What a one-shot case's measurements after pruning are a function of: the subject (suite and base weights),
+# the recipe, the seed, the model exactly as the method's answer left it (``answer_sha256``: its masks and every
+# tensor of its state after the answer was applied, see :func:`answer_digest`), MEASURE_VERSION and the
+# environment fields of the case key. Not the method, not the ratio: two cases equal in all of these fine-tune
+# and evaluate the same tensors with the same data order, so they are one computation.
+MEASUREMENT_FIELDS = (
+    "suite", "base_sha256", "recipe_hash", "seed", "answer_sha256", "measure_version", "torch", "python", "threads", "device",
+)
+
+
+def answer_digest(masks: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor]) -> str:
+    """The identity of a pruned model: its masks and its whole state (new weights, zeros and buffers included).
+    Both count: a kept weight that is zero trains, a masked one does not."""
+    return state_digest({**{f"mask:{n}": m for n, m in masks.items()}, **{f"state:{n}": t for n, t in state.items()}})
+
+
+def measurement_key(fields: Mapping[str, Any]) -> str:
+    """The measurement key of a one-shot case (:data:`MEASUREMENT_FIELDS`, and the :data:`OPTIONAL_KEY_FIELDS` it has,
+    such as a language model's protocol: its context length changes the perplexity; normalized like the case key)."""
+    missing = [f for f in MEASUREMENT_FIELDS if fields.get(f) is None]
+    if missing:
+        raise ValueError(f"a measurement key needs {missing}")
+    values: list[Any] = ["measurement"] + [normal(f, fields[f]) for f in MEASUREMENT_FIELDS]
+    values += [[f, normal(f, fields[f])] for f in OPTIONAL_KEY_FIELDS if fields.get(f) is not None]  # e.g. a protocol
+    return hashlib.sha256(json.dumps(values).encode()).hexdigest()[:32]

@@ -92,3 +92,34 @@ def test_two_protocols_give_two_keys_and_two_setups() -> None:
     assert protocol_differences(protocol, longer) == ["context_length"]
     assert protocol_differences(protocol, {k: v for k, v in protocol.items() if k != "stride"}) == ["stride"]
     assert protocol_differences(None, protocol) == sorted(protocol)
+
+
+def test_measurement_key_names_the_computation_not_the_method() -> None:
+    """Two cases with the same subject, recipe, seed, pruned model and environment share a key, whatever the
+    method or ratio; any one of those fields changed gives another key."""
+    from pytest_shrinkbench.identity import MEASUREMENT_FIELDS, measurement_key
+
+    fields = {"suite": "digits-mlp", "base_sha256": "b" * 64, "recipe_hash": "r1", "seed": 0, "answer_sha256": "a" * 64,
+              "measure_version": 7, "torch": "2.14.1", "python": "3.11.7", "threads": 1, "device": "cuda:0"}
+    key = measurement_key(fields)
+    assert measurement_key({**fields, "method": "random", "ratio": 8.0, "device": "cuda:1", "seed": "0"}) == key
+    for name in MEASUREMENT_FIELDS:
+        changed = {**fields, name: "other" if name not in ("seed", "threads") else 5}
+        assert measurement_key(changed) != key, name
+    with pytest.raises(ValueError, match="answer_sha256"):
+        measurement_key({k: v for k, v in fields.items() if k != "answer_sha256"})
+
+
+def test_a_pruned_model_identity_holds_its_masks_and_its_weights() -> None:
+    """A kept weight that is zero trains and a masked one does not: the same state with other masks is another model."""
+    from pytest_shrinkbench.identity import answer_digest
+
+    torch.manual_seed(0)
+    state = ConvNet().state_dict()
+    masks = {"conv.weight": torch.ones_like(state["conv.weight"], dtype=torch.bool)}
+    other = {"conv.weight": masks["conv.weight"].clone()}
+    other["conv.weight"][0, 0, 0, 0] = False
+    assert answer_digest(masks, state) == answer_digest({k: v.clone() for k, v in masks.items()}, dict(state))
+    assert answer_digest(other, state) != answer_digest(masks, state)
+    moved = {**state, "classifier.bias": state["classifier.bias"] + 1}
+    assert answer_digest(masks, moved) != answer_digest(masks, state)

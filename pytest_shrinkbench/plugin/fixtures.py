@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+from typing import Callable, Iterator
 
 import pytest
 
@@ -10,14 +10,13 @@ from ..errors import SuiteUnavailable
 from ..identity import CaseSpec, case_key
 from ..measure.latency import latency_inputs, median_seconds
 from ..results.leaderboard import suite_label
-from ..results.schema import confined_at_least
-from ..results.signing import key_path, load_key, verify
-from ..results.store import ResultsStore, is_store
 from ..prunable import parse_pattern
+from ..results.schema import LEVEL_LANDLOCK
 from ..run.case import provenance
 from ..run.pruning import not_run
-from ..suites.subject import Subject, default_cache_dir, load_subject
+from ..suites.subject import Subject, load_subject
 from .config import CONFIG_KEY, SANDBOX_KEY, ShrinkConfig, subject_source
+from .reuse import SessionMeasurements, StoredRows, exchange_folder
 from .runner import ShrinkCase
 from .wire import attach_case
 
@@ -60,34 +59,26 @@ def shrink_subjects(pytestconfig: pytest.Config) -> Callable[..., Subject]:
 
 
 @pytest.fixture(scope="session")
-def shrink_stored(pytestconfig: pytest.Config) -> Iterator[Callable[[str], dict[str, Any] | None]]:
+def shrink_stored(pytestconfig: pytest.Config) -> Iterator[StoredRows]:
     """Look up a passed result by case key in the results store (``None`` when reuse is off or not stored).
 
     A stored row is reused only if the harness signed it (:mod:`pytest_shrinkbench.results.signing`)
-    and its method ran at least as confined as this session's. Each process (worker) reads the store
-    itself: in WAL mode its reads never block the controller's writes. The signing key is read here,
-    after the fork server was started, so no method process ever holds it.
+    and its method ran at least as confined as this session's (:class:`.reuse.StoredRows`).
     """
     config = _config(pytestconfig)
-    path = config.store_path if config is not None and config.reuse else None
-    level = pytestconfig.stash[SANDBOX_KEY].level if config is not None else None
-    stores: list[ResultsStore] = []
-    keys: list[bytes] = []
+    stored = StoredRows(config.store_path if config is not None and config.reuse else None,
+                        config.cache_dir if config is not None else None,
+                        pytestconfig.stash[SANDBOX_KEY].level if config is not None else LEVEL_LANDLOCK)
+    yield stored
+    stored.close()
 
-    def get(key: str) -> dict[str, Any] | None:
-        if path is None or not is_store(path):
-            return None
-        if not stores:
-            stores.append(ResultsStore(path, readonly=True))
-            keys.append(load_key(key_path(config.cache_dir or default_cache_dir())))
-        row = stores[0].get(key)
-        if row is None or not verify(row, keys[0]) or not confined_at_least(row.get("sandbox"), level):
-            return None
-        return row
 
-    yield get
-    for store in stores:
-        store.close()
+@pytest.fixture(scope="session")
+def shrink_measured(pytestconfig: pytest.Config, shrink_stored: StoredRows) -> SessionMeasurements | None:
+    """The session's measurements by measurement key (:mod:`pytest_shrinkbench.run.reuse`): a one-shot case whose
+    pruned model this session or the store measured already takes those numbers. None when reuse is off."""
+    config = _config(pytestconfig)
+    return SessionMeasurements(shrink_stored, exchange_folder(pytestconfig)) if config is not None and config.reuse else None
 
 
 @pytest.fixture
@@ -114,7 +105,8 @@ def shrink_reference(request: pytest.FixtureRequest, shrink_subjects: Callable[.
 def shrink_case(
     request: pytest.FixtureRequest,
     shrink_subjects: Callable[..., Subject],
-    shrink_stored: Callable[[str], dict[str, Any] | None],
+    shrink_stored: StoredRows,
+    shrink_measured: SessionMeasurements | None,
 ) -> ShrinkCase:
     """The case this test runs (parametrized by the plugin).
 
@@ -138,7 +130,7 @@ def shrink_case(
     known = provenance(spec, subject, sandbox)
     stored = shrink_stored(case_key({**spec.as_dict(), **known}))
     config = _config(request.config)
-    case = ShrinkCase(spec, subject, request.node, sandbox, known, config.timeout, stored)
+    case = ShrinkCase(spec, subject, request.node, sandbox, known, config.timeout, stored, shrink_measured)
     if config.latency_batch:
         dense = request.config.stash.get(DENSE_LATENCY_KEY, {}).get((spec.suite, spec.weights))
         case.time_with(request.getfixturevalue("benchmark"), config.latency_batch, dense)

@@ -119,6 +119,10 @@ class Recorder:
                 f"shrinkbench: results store {self.store.path} ({len(self.store)} cases); "
                 + (f"{reused} cases reused from it (--shrink-rerun runs them again)" if reused else "no case reused")
             )
+        shared = sum(1 for r in self.file.rows if r.get("shared_from"))
+        if shared:
+            terminalreporter.write_line(f"shrinkbench: {shared} cases took the measurements of the same pruned model, measured "
+                                        "once (--shrink-rerun measures each)")
         if self.gate is not None:
             terminalreporter.write_sep("=", f"shrinkbench gate: {self.config.baseline}", red=self.gate.failed, green=not self.gate.failed)
             for line in gate.render(self.gate).splitlines():

@@ -11,6 +11,7 @@ from ..identity import CaseSpec
 from ..measure.latency import latency_inputs, measure_shrunk, semi_structured_timing
 from ..results.leaderboard import suite_label
 from ..run.case import run_case
+from ..run.reuse import SharedMeasurements
 from ..sandbox.runner import Sandbox
 from ..suites.subject import Subject
 from .wire import attach_row
@@ -20,15 +21,16 @@ class ShrinkCase:
     """A case bound to its subject and its test item, so its result travels in ``user_properties``.
 
     ``stored`` is the stored row of the same case key, when reuse is on: :meth:`run` then reports
-    that row (flagged ``reused``) instead of running the case again. With ``benchmark`` (pytest-benchmark's
+    that row (flagged ``reused``) instead of running the case again; ``shared``, the session's measurements by
+    measurement key (:mod:`pytest_shrinkbench.run.reuse`), when reuse is on. With ``benchmark`` (pytest-benchmark's
     fixture, --shrink-latency) the final pruned model is physically shrunk and timed against
     ``dense_seconds``, the dense reference's median (None when it was not run).
     """
 
     def __init__(self, spec: CaseSpec, subject: Subject, item: pytest.Item, sandbox: Sandbox, provenance: dict[str, Any],
-                 timeout: float, stored: dict[str, Any] | None = None) -> None:
+                 timeout: float, stored: dict[str, Any] | None = None, shared: SharedMeasurements | None = None) -> None:
         self.spec, self.subject, self.item, self.sandbox = spec, subject, item, sandbox
-        self.provenance, self.timeout, self.stored = provenance, timeout, stored
+        self.provenance, self.timeout, self.stored, self.shared = provenance, timeout, stored, shared
         self.benchmark: Any = None
         self.latency_batch, self.dense_seconds = 0, None
 
@@ -43,7 +45,7 @@ class ShrinkCase:
             return row
         result: dict[str, Any] = {**self.provenance, "reused": False}
         try:
-            return run_case(self.spec, self.subject, result, timeout=self.timeout, sandbox=self.sandbox,
+            return run_case(self.spec, self.subject, result, timeout=self.timeout, sandbox=self.sandbox, shared=self.shared,
                             then=self._time_shrunk if self.benchmark is not None else None)
         except Exception as exc:
             result["message"] = str(exc)

@@ -24,6 +24,7 @@ from ..suites.subject import default_cache_dir
 from . import devices, terminal
 from .config import CONFIG_KEY, SANDBOX_KEY, ShrinkConfig, method_folders, parse
 from .recorder import Recorder
+from .reuse import Exchange
 from .settings import under, value
 from .wire import row_of
 
@@ -118,6 +119,7 @@ class Benchmark:
     def __init__(self, config: ShrinkConfig, sandbox: Sandbox) -> None:
         self.config, self.sandbox = config, sandbox
         self.cases = config.cases()
+        self.exchange = Exchange()  # xdist: the folder workers share measurements through (run/reuse.py)
 
     def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
         if "shrink_case" in metafunc.fixturenames:
@@ -151,12 +153,15 @@ class Benchmark:
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:
         """Controller (xdist): hand each worker the methods it may run and the visible GPUs (worker k pins GPU k
-        mod count)."""
+        mod count), and the folder the workers share measurements through."""
         node.workerinput[CATALOGUE_KEY] = self.sandbox.catalogue()
+        if self.config.reuse:
+            self.exchange.for_worker(node.workerinput)
         if self.config.device == "cuda":
             node.workerinput[devices.WORKER_GPUS_KEY] = devices.visible_gpus()
 
     def pytest_unconfigure(self) -> None:
         self.sandbox.close()
+        self.exchange.remove()
         forget_session_methods()  # a project's methods and suites are re-discovered per session
         user_suites.forget_session_suites()

@@ -98,6 +98,11 @@ FIELDS: tuple[Field, ...] = (
           "calibration count, length, source and seed, exclusions, dtype, transformers version); null for suites without one"),
     Field("protocol_hash", "short hash of `protocol` (pytest_shrinkbench.identity.protocol_hash): rows of different "
           "protocols are never merged, compared, ranked or gated together", junit=True),
+    # content-addressed measurement (run/reuse.py)
+    Field("measurement_key", "what a one-shot case's measurements are a function of (subject, recipe, seed, masks and "
+          "weights after pruning, environment); null for gradual methods"),
+    Field("shared_from", "case key of the row whose measurements (accuracy, FLOPs) this row took instead of "
+          "fine-tuning the same pruned model again; null when measured by this case"),
 )
 NAMES: tuple[str, ...] = tuple(f.name for f in FIELDS)
 # How confined a row's method was (the ``sandbox`` field's values), weakest first.

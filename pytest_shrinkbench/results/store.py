@@ -26,6 +26,8 @@ from ..identity import case_key, coordinates, normal, setup_of
 SQLITE_MAGIC = b"SQLite format 3\x00"
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_MS = 120_000
+# Rows found by measurement key (an index on an expression: no new column, so no new store schema).
+_MEASUREMENT = "json_extract(row, '$.measurement_key')"
 
 
 def is_store(path: Path) -> bool:
@@ -65,6 +67,7 @@ class ResultsStore:
             " finished TEXT, row TEXT NOT NULL)"
         )
         self._db.execute("CREATE INDEX IF NOT EXISTS results_case ON results (suite, method, ratio, seed)")
+        self._db.execute(f"CREATE INDEX IF NOT EXISTS results_measurement ON results ({_MEASUREMENT})")
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
         if version == 0:
             self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -88,6 +91,12 @@ class ResultsStore:
         if found is None or (status is not None and found[1] != status):
             return None
         return json.loads(found[0])
+
+    def measured(self, measurement_key: str) -> list[dict[str, Any]]:
+        """Passed rows whose measurements have the given measurement key (any case: run/reuse.py), newest first."""
+        found = self._db.execute(f"SELECT row FROM results WHERE {_MEASUREMENT} = ? AND status = 'passed' ORDER BY finished DESC",
+                                 (measurement_key,))
+        return [json.loads(r) for (r,) in found]
 
     def rows(self) -> list[dict[str, Any]]:
         return [json.loads(r) for (r,) in self._db.execute("SELECT row FROM results ORDER BY suite, method, ratio, seed, key")]

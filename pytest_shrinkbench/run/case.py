@@ -28,10 +28,12 @@ from .guards import time_limit
 from .invariants import check_no_hooks, check_pruned
 from .masks import MaskEnforcer
 from .pruning import check_compression, prune_step, record_prunable_size, record_size
+from .reuse import SharedMeasurements, measuring
 
 
 def run_case(spec: CaseSpec, subject: Subject, result: dict[str, Any] | None = None, *, timeout: float = 0,
-             then: Callable[[nn.Module, dict[str, Any]], None] | None = None, sandbox: Sandbox | None = None) -> dict[str, Any]:
+             then: Callable[[nn.Module, dict[str, Any]], None] | None = None, sandbox: Sandbox | None = None,
+             shared: SharedMeasurements | None = None) -> dict[str, Any]:
     """Run one case on ``subject`` and return its measurements.
 
     The method is called through ``sandbox`` (default: this process's, which finds installed
@@ -41,12 +43,14 @@ def run_case(spec: CaseSpec, subject: Subject, result: dict[str, Any] | None = N
     its process dies, its masks are malformed, it misses the requested compression, an invariant
     breaks, or the case runs past ``timeout`` seconds (0: no limit; its child is killed).
     ``then(model, result)`` measures more on the final pruned model (latency), outside the time limit.
+    With ``shared`` (:mod:`.reuse`), a one-shot case whose pruned model ``shared`` has measured already takes
+    those measurements instead of fine-tuning it again (never with ``then``: that needs its own final model).
     """
     result = {} if result is None else result
     sandbox = sandbox or default_sandbox()
     try:
         with time_limit(timeout):
-            model = _run(spec, subject, result, sandbox)
+            model = _run(spec, subject, result, sandbox, None if then is not None else shared)
         if then is not None:
             then(model, result)
     except CaseFailure as failure:
@@ -102,7 +106,8 @@ def provenance(spec: CaseSpec, subject: Subject, sandbox: Sandbox) -> dict[str, 
     ) | scope
 
 
-def _run(spec: CaseSpec, subject: Subject, result: dict[str, Any], sandbox: Sandbox) -> nn.Module:
+def _run(spec: CaseSpec, subject: Subject, result: dict[str, Any], sandbox: Sandbox,
+         shared: SharedMeasurements | None) -> nn.Module:
     info = sandbox.method(spec.method)
     if "method_hash" not in result:
         result.update(provenance(spec, subject, sandbox))
@@ -131,27 +136,43 @@ def _run(spec: CaseSpec, subject: Subject, result: dict[str, Any], sandbox: Sand
             record_size(model, result)
             record_prunable_size(prunable, result, basis)
         check_pruned(model, prunable, masks, check_inputs, subject.fresh_model, f"after pruning{when}")
-        pruned = measure(model, subject.data.test, task, device=subject.device)
-        result.update({f"{name}_pre": value for name, value in pruned.items()})
-        if total == 0:  # one-shot: the pruned model is the final model, measured once
-            result.update(pruned, finetune_seconds=0.0)
-            check_no_hooks(model, "after pruning")
-            result.update(pruned_flops(model, subject.trace, subject.channel_links))
-            return model
-        torch.manual_seed(spec.seed)  # fine-tuning's randomness (dropout) depends on the seed alone
-        if info.steps == 1:
+        if info.steps == 1 or total == 0:
             calls.close()  # a one-shot method's child is done: it is not kept through fine-tuning
-            result["finetune_seconds"] = finetune(model, subject, spec.seed, MaskEnforcer(prunable, masks))
-        else:
-            masks = finetune_gradually(info, calls, model, prunable, subject, spec, masks, compressions, prune_after,
-                                       total, check_inputs, result)
-            # A regrown weight starts at zero and may stay there (a dead input): with regrowth the size is
-            # checked on the masks, and the row still records the model's true non-zero count.
-            check_compression(model, spec.ratio, " (after the last step and fine-tuning)",
-                              masks if info.regrowth else None, prunable, result=result, basis=basis)
+            with measuring(shared, spec, model, masks, result) as taken:  # the same pruned model measured before?
+                if not taken:
+                    _measure_one_shot(model, prunable, masks, subject, spec, check_inputs, result, total)
+            return model
+        result.update({f"{name}_pre": value for name, value in measure(model, subject.data.test, task, device=subject.device).items()})
+        torch.manual_seed(spec.seed)  # fine-tuning's randomness (dropout) depends on the seed alone
+        masks = finetune_gradually(info, calls, model, prunable, subject, spec, masks, compressions, prune_after,
+                                   total, check_inputs, result)
+        # A regrown weight starts at zero and may stay there (a dead input): with regrowth the size is
+        # checked on the masks, and the row still records the model's true non-zero count.
+        check_compression(model, spec.ratio, " (after the last step and fine-tuning)",
+                          masks if info.regrowth else None, prunable, result=result, basis=basis)
+    _measure_fine_tuned(model, prunable, masks, subject, check_inputs, result)
+    return model
+
+
+def _measure_one_shot(model: nn.Module, prunable: dict[str, nn.Parameter], masks: dict[str, torch.Tensor],
+                      subject: Subject, spec: CaseSpec, check_inputs: torch.Tensor, result: dict[str, Any], steps: int) -> None:
+    """Everything a one-shot case measures after pruning (what :mod:`.reuse` shares between equal cases). A suite of
+    0 fine-tuning ``steps`` measures once: its pruned model is its final model."""
+    pruned = measure(model, subject.data.test, subject.suite.objective, device=subject.device)
+    result.update({f"{name}_pre": value for name, value in pruned.items()})
+    if steps == 0:
+        result.update(pruned, finetune_seconds=0.0)
+        check_no_hooks(model, "after pruning")
+        result.update(pruned_flops(model, subject.trace, subject.channel_links))
+        return
+    torch.manual_seed(spec.seed)  # fine-tuning's randomness (dropout) depends on the seed alone
+    result["finetune_seconds"] = finetune(model, subject, spec.seed, MaskEnforcer(prunable, masks))
+    _measure_fine_tuned(model, prunable, masks, subject, check_inputs, result)
+
+
+def _measure_fine_tuned(model: nn.Module, prunable: dict[str, nn.Parameter], masks: dict[str, torch.Tensor],
+                        subject: Subject, check_inputs: torch.Tensor, result: dict[str, Any]) -> None:
     check_pruned(model, prunable, masks, check_inputs, subject.fresh_model, "after fine-tuning")
     check_no_hooks(model, "after fine-tuning")
-    result.update(measure(model, subject.data.test, task, device=subject.device))
-
+    result.update(measure(model, subject.data.test, subject.suite.objective, device=subject.device))
     result.update(pruned_flops(model, subject.trace, subject.channel_links))
-    return model
