@@ -60,9 +60,16 @@ def start(config: pytest.Config) -> None:
     terminal.register(config, shrink, worker=is_worker(config))
     if not is_worker(config):
         _warn_once(config, sandbox)
-        config.pluginmanager.register(Recorder(shrink, load_key(key_path(shrink.cache_dir or default_cache_dir()))),
-                                      "shrinkbench-recorder")
+        config.pluginmanager.register(Recorder(shrink, _signing_key(shrink)), "shrinkbench-recorder")
         _end_on_sigterm(config)
+
+
+def _signing_key(shrink: ShrinkConfig) -> bytes | None:
+    """The key the controller signs rows with; none in a debugging session (``in-process``): method code runs in
+    this process there, so it must hold no key (its rows are unsigned, never stored, never reused)."""
+    if shrink.sandbox == "in-process":
+        return None
+    return load_key(key_path(shrink.cache_dir or default_cache_dir()))
 
 
 def _start_sandbox(config: pytest.Config) -> Sandbox:
@@ -70,7 +77,8 @@ def _start_sandbox(config: pytest.Config) -> Sandbox:
     cache = value(config, "shrink_cache")
     hidden = [key_path(under(config.rootpath, cache) if cache else default_cache_dir())]
     memory = value(config, "shrink_max_memory")
-    sandbox = Sandbox(value(config, "shrink_sandbox"), hidden, int(memory * 2**30) if memory else None)
+    sandbox = Sandbox(value(config, "shrink_sandbox"), hidden, int(memory * 2**30) if memory else None,
+                      value(config, "shrink_import_timeout"))
     sandbox.start()
     if is_worker(config):
         sandbox.receive(config.workerinput[CATALOGUE_KEY])
