@@ -51,7 +51,7 @@ def start(config: pytest.Config) -> None:
     except pytest.UsageError as error:
         sandbox.close()
         broken = "; ".join(f"{where}: {message}" for where, message in sandbox.errors.items())
-        raise pytest.UsageError(f"{error} (method files that failed to import: {broken})" if broken else str(error)) from None
+        raise pytest.UsageError(f"{error} (method files that could not be used: {broken})" if broken else str(error)) from None
     config.stash[CONFIG_KEY], config.stash[SANDBOX_KEY] = shrink, sandbox
     if config.args_source != pytest.Config.ArgsSource.ARGS:
         config.args = _benchmark_paths(config)
@@ -93,7 +93,7 @@ def _warn_once(config: pytest.Config, sandbox: Sandbox) -> None:
     if sandbox.mode == "landlock" and sandbox.level != LEVEL_LANDLOCK:
         warnings.append("this kernel has no Landlock: methods run in child processes without walls (rows say 'process')")
     if sandbox.errors:
-        warnings.append("method files failed to import: " + "; ".join(f"{where}: {message}" for where, message in sandbox.errors.items()))
+        warnings.append("method files that could not be used (their methods' cases fail): " + "; ".join(f"{where}: {message}" for where, message in sandbox.errors.items()))
     if sandbox.stray_suites:
         warnings.append(f"method files registered suites {sandbox.stray_suites}: define suites in conftest.py "
                         "(method files are imported only in method processes, never by the harness)")

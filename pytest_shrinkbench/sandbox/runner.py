@@ -45,7 +45,7 @@ class _ImportFailed(Exception):
 def _where(origin: str) -> str:
     """How a message names a discovery target: ``method file <path>`` or ``module <name>``."""
     kind, _, where = origin.partition(":")
-    return f"method file {where}" if kind == "file" else f"module {where}"
+    return {"file": f"method file {where}", "module": f"module {where}"}.get(kind, "a conftest.py")
 
 
 class MethodCalls(Protocol):
@@ -103,12 +103,12 @@ class Sandbox:
         claims: dict[str, list[MethodInfo]] = {}
         for info in registered_here():
             claims.setdefault(info.name, []).append(info)
-        self.errors, suites = {}, set()
+        self.errors, suites, failed = {}, set(), {}
         for target in chosen:
             try:
                 found, registered = self._describe(target)
-            except _ImportFailed as failed:
-                self.errors[_where(target)] = str(failed)
+            except _ImportFailed as why:
+                self.errors[_where(target)] = failed[target] = str(why)
                 continue
             suites.update(registered)
             for info in found:
@@ -117,20 +117,29 @@ class Sandbox:
             self._server.close()  # discovery was its only use: this process runs the methods
         self.methods = {}
         for name, infos in sorted(claims.items()):
-            origins = sorted({i.origin for i in infos})
-            if len(origins) > 1:
-                why = f"method {name!r} is defined by {' and by '.join(_where(o) for o in origins)}: neither is run"
-                self.errors[f"method {name!r}"] = why
-                self.methods[name] = replace(infos[0], broken=why)
-            else:
-                self.methods[name] = infos[0]
-        for target in chosen:  # a file that failed: the cases of the methods it names fail with its line
-            if target.startswith("file:") and _where(target) in self.errors:
+            self.methods[name] = self._settle(name, infos)
+        for target, why in failed.items():  # a file that failed: the cases of the methods it names fail with its line
+            if target.startswith("file:"):
                 path = Path(target.partition(":")[2])
                 for name in planned_names(path):
-                    self.methods.setdefault(name, MethodInfo(name, target, file_hash(path),
-                                                             broken=f"{_where(target)} {self.errors[_where(target)]}"))
+                    self.methods.setdefault(name, MethodInfo(name, target, file_hash(path), broken=f"{_where(target)} {why}"))
         self.stray_suites = sorted(suites)
+
+    def _settle(self, name: str, claims: list[MethodInfo]) -> MethodInfo:
+        """Who runs ``name`` when several claim it: an installed module or a conftest before any method file (as
+        when one process imported them all, the file's registration was the one refused); between equals, neither
+        (a file cannot put its code under another file's method; the clash is reported and its cases fail)."""
+        by_origin = {c.origin: c for c in claims}
+        if len(by_origin) == 1:
+            return claims[0]
+        first = [c for c in by_origin.values() if not c.origin.startswith("file:")]
+        for late in [c for c in by_origin.values() if c.origin.startswith("file:")] if len(first) == 1 else []:
+            self.errors[f"method {name!r} of {_where(late.origin)}"] = f"not run from that file: {_where(first[0].origin)} defines it"
+        if len(first) == 1:
+            return first[0]
+        why = f"method {name!r} is defined by {' and by '.join(_where(o) for o in sorted(by_origin))}: neither is run"
+        self.errors[f"method {name!r}"] = why
+        return replace(claims[0], broken=why)
 
     def _describe(self, target: str) -> tuple[list[MethodInfo], list[str]]:
         """One discovery child's import of ``target``, and what its reply may name; :class:`_ImportFailed` says why not."""
@@ -280,7 +289,8 @@ def tail(log: int) -> str:
         data = os.pread(log, OUTPUT_TAIL_BYTES, max(0, size - OUTPUT_TAIL_BYTES))
     except OSError:
         return ""
-    text = " | ".join(line.strip() for line in data.decode(errors="replace").splitlines() if line.strip())
+    lines = data.replace(b"\0", b"").decode(errors="replace").splitlines()  # NULs: a sparse or zeroed file
+    text = " | ".join(line.strip() for line in lines if line.strip())
     return f"; its last output: {printable(text[-OUTPUT_TAIL_CHARS:], OUTPUT_TAIL_CHARS)}" if text else ""
 
 

@@ -3,6 +3,7 @@ and every honest case of the same session is bit-identical to a clean session's.
 
 from __future__ import annotations
 
+import ast
 import json
 import socket
 import sqlite3
@@ -24,8 +25,20 @@ FAILS = {
     "cheat-pipe-flood": "method 'cheat-pipe-flood''s process sent a malformed answer (a message of 1099511627776 bytes",
     "crash-exits": "method 'crash-exits''s process ended before it answered: it exited with code 3",
     "crash-segfault": "method 'crash-segfault''s process ended before it answered: it was killed by SIGSEGV",
+    # Round 3 (part A): what the harness reads and trusts
+    "leak-output-link": "method 'leak-output-link''s process ended before it answered: it exited with code 3; its last output: "
+                        "\\x1b[2J\\x1b[Hshrinkbench leaderboard: every method but mine failed",
+    "leak-output-flood": "method 'leak-output-flood''s process ended before it answered: it exited with code 3",
+    "cheat-overlapping-records": "method 'cheat-overlapping-records''s process sent a malformed answer (tensor records "
+                                 "overlap at byte 0)",
+    "cheat-escape-codes": "\\x1b[2J\\x1b[H\\x1b[32mshrinkbench leaderboard: cheat-escape-codes ranks first\\x1b[0m\\r\\nAAAA",
+    "cheat-import-hangs": "method file {methods}/import_hangs.py did not finish importing within 20 s (--shrink-import-timeout)",
 }
+IMPORT_TIMEOUT = "--shrink-import-timeout=20"  # the hanging import's deadline (the default, 120 s, would slow the test)
 NAMES = [line.split('"')[1] for line in CHEATS.splitlines() if line.startswith("@method(")]
+# The catalogue's second file (finding 9), read from its text: importing the catalogue here would register its cheats.
+IMPORT_HANGS = next(node.value.value for node in ast.parse(CHEATS).body
+                    if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "IMPORT_HANGS")
 
 
 def metrics(row: dict) -> dict:
@@ -66,16 +79,24 @@ def targets(project: pytest.Pytester, shrink_cache: Path, tmp_path: Path, monkey
 def test_every_cheat_fails_alone_or_is_neutralised(project: pytest.Pytester, targets, workers: list[str]) -> None:
     found, clean, before, listener = targets
     project.path.joinpath("methods", "cheats.py").write_text(CHEATS)
+    project.path.joinpath("methods", "import_hangs.py").write_text(IMPORT_HANGS)
     result = project.runpytest_subprocess(f"--shrink-method={','.join(HONEST + NAMES)}", *CASE, "--shrink-rerun",
-                                          "--shrink-require-sandbox=landlock", *workers)
+                                          "--shrink-require-sandbox=landlock", IMPORT_TIMEOUT, *workers)
     result.assert_outcomes(passed=len(HONEST) + len(NAMES) - len(FAILS), failed=len(FAILS))
     rows = {r["method"]: r for r in run_files(project.path / "results")[max(run_files(project.path / "results"))]}
     assert len(NAMES) >= 30 and rows.keys() == set(HONEST + NAMES)
-    for name in HONEST:  # the honest cases did not notice the cheats
+    for name in HONEST:  # the honest cases did not notice the cheats, nor did discovery (no hijacked name or step count)
         assert metrics(rows[name]) == metrics(clean[name]), name
+        assert (rows[name]["method_hash"], rows[name]["prune_steps"]) == (clean[name]["method_hash"], 1), name
     for name, reason in FAILS.items():
+        reason = reason.format(methods=(project.path / "methods").resolve())
         assert rows[name]["status"] == "failed", name
         assert rows[name]["message"].startswith(f"[method={name} suite=digits-mlp ratio=x4 seed=0] {reason}"), rows[name]["message"]
+    # no key, no terminal escape and no unbounded text reached a row or the terminal
+    key = before["key"].decode().strip()
+    assert all(key not in (row["message"] or "") and "\x1b" not in (row["message"] or "") for row in rows.values())
+    assert key not in result.stdout.str() and "\x1b" not in result.stdout.str()
+    assert len(rows["cheat-escape-codes"]["message"]) < 2200
     for name in set(NAMES) - set(FAILS) - {"visible-new-weights"}:  # every other cheat bought nothing
         assert rows[name]["status"] == "passed", (name, rows[name]["message"])
         assert metrics(rows[name]) == metrics(clean["global-magnitude"]), name
