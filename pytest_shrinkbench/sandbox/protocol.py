@@ -314,14 +314,12 @@ _UNSAFE = frozenset(("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"))
 
 def printable(text: str, limit: int, lines: bool = False, keep: str = "start") -> str:
     """``text`` safe for a terminal, a row and a log: every control or format character written out as an
-    escape (``\\x1b``; newlines too unless ``lines``), at most ``limit`` characters kept (the start, or the
-    ``end`` for a traceback), and a note of how many were cut."""
-    if len(text) > limit:
-        cut = len(text) - limit
-        text = text[:limit] if keep == "start" else text[cut:]
-        note = f" [{cut} more characters cut]"
-        text = text + note if keep == "start" else note.strip() + " " + text
-    if text.isascii() and text.isprintable():
-        return text
-    return "".join(ch if (lines and ch == "\n") or unicodedata.category(ch) not in _UNSAFE else ascii(ch)[1:-1]
-                   for ch in text)
+    escape (``\\x1b``; newlines too unless ``lines``), at most ``limit`` characters in all (the start kept, or
+    the ``end`` for a traceback) with a note of the original length where cut. Applying it twice changes nothing."""
+    raw = text[:limit] if keep == "start" else text[-limit:]  # an escape only lengthens: nothing beyond survives
+    safe = raw if raw.isascii() and raw.isprintable() else "".join(
+        ch if (lines and ch == "\n") or unicodedata.category(ch) not in _UNSAFE else ascii(ch)[1:-1] for ch in raw)
+    if len(text) <= limit and len(safe) <= limit:
+        return safe
+    note, room = f"[{len(text)} characters in all, cut]", max(limit - 48, 0)
+    return f"{safe[:room]} {note}" if keep == "start" else f"{note} {safe[-room:]}"

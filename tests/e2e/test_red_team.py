@@ -97,6 +97,8 @@ def test_every_cheat_fails_alone_or_is_neutralised(project: pytest.Pytester, tar
     assert all(key not in (row["message"] or "") and "\x1b" not in (row["message"] or "") for row in rows.values())
     assert key not in result.stdout.str() and "\x1b" not in result.stdout.str()
     assert len(rows["cheat-escape-codes"]["message"]) < 2200
+    result.stdout.fnmatch_lines(["*method 'layer-magnitude' of method file *cheats.py: not run from that file: module "
+                                 "pytest_shrinkbench.baselines.layer_magnitude defines it*"])
     for name in set(NAMES) - set(FAILS) - {"visible-new-weights"}:  # every other cheat bought nothing
         assert rows[name]["status"] == "passed", (name, rows[name]["message"])
         assert metrics(rows[name]) == metrics(clean["global-magnitude"]), name
