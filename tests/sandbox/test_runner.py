@@ -15,6 +15,8 @@ from pytest_shrinkbench.sandbox.hugepages import COLLAPSE_EVERY
 from pytest_shrinkbench.sandbox.protocol import Setup
 from pytest_shrinkbench.sandbox.runner import Sandbox
 from pytest_shrinkbench.suites.subject import load_subject
+from tests.helpers import MEMORY_SEARCH as SEARCH
+from tests.helpers import needle
 
 METHODS = '''
 import subprocess, sys
@@ -128,35 +130,6 @@ def test_a_server_that_collapsed_its_memory_into_huge_pages_still_gives_every_ch
     assert all(set(a) == set(answers[0]) and all(torch.equal(a[n], answers[0][n]) for n in a) for a in answers)
 
 
-# Searches its own memory for a secret the test process holds, knowing only its first bytes and its hash.
-SEARCH = '''
-import hashlib, json, os
-
-def holds_the_secret():
-    needle = json.loads(os.environ["SHRINKBENCH_TEST_NEEDLE"])
-    prefix, digest = bytes.fromhex(needle["prefix"]), needle["digest"]
-    with open("/proc/self/maps") as maps, open("/proc/self/mem", "rb", buffering=0) as mem:
-        for line in maps:
-            fields = line.split()
-            if not fields[1].startswith("rw"):
-                continue
-            start, end = (int(x, 16) for x in fields[0].split("-"))
-            try:
-                mem.seek(start)
-                data = mem.read(end - start)
-            except (OSError, ValueError, OverflowError):
-                continue
-            for pattern, size, raw in ((prefix, 32, lambda b: b), (prefix.hex().encode(), 64, lambda b: bytes.fromhex(b.decode()))):
-                at = data.find(pattern)
-                while at >= 0:
-                    try:
-                        if hashlib.sha256(raw(data[at:at + size])).hexdigest() == digest:
-                            return True
-                    except ValueError:
-                        pass
-                    at = data.find(pattern, at + 1)
-    return False
-'''
 SEARCHES = SEARCH + '''
 from pytest_shrinkbench import method
 
@@ -182,13 +155,11 @@ def leaves_a_deep_folder(ctx):
 def test_a_dead_server_is_replaced_by_a_fresh_interpreter_holding_nothing_of_the_harness(
         tmp_path: Path, shrink_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The finding: the harness forked a new server from itself, and a later case found the key in its memory."""
-    import hashlib
-    import json
     import signal
 
     secret = os.urandom(32)
     held = [secret, secret.hex()]  # as the harness holds its key: the bytes, and the text read from its file
-    monkeypatch.setenv("SHRINKBENCH_TEST_NEEDLE", json.dumps({"prefix": secret[:4].hex(), "digest": hashlib.sha256(secret).hexdigest()}))
+    monkeypatch.setenv("SHRINKBENCH_TEST_NEEDLE", needle(secret))
     (tmp_path / "searches.py").write_text(SEARCHES)
     box = Sandbox("landlock")
     box.start()
