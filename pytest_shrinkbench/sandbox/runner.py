@@ -240,8 +240,11 @@ class ChildCalls:
 
     def call(self, compression: float, step: int, state: dict[str, torch.Tensor] | None) -> Answer:
         if self._child is None:
+            restarts = self.sandbox._running().restarts  # a server that ended is replaced before the model is prepared
             setup = self.sandbox._ship(self.setup)
             self._child = self.sandbox._take()
+            if self.sandbox._server.restarts != restarts:  # replaced since: its children hold no model built
+                setup = self.setup
             self._send(setup)
             timeout = self.sandbox.import_timeout
             self._receive(Ready, time.monotonic() + timeout if timeout > 0 else None,

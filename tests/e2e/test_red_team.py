@@ -183,3 +183,33 @@ def test_a_hanging_method_is_killed_at_the_time_limit_even_if_it_cancels_timers(
     for name in ("hangs", "cancels-the-timer"):
         assert rows[name]["message"] == f"[method={name} suite=digits-mlp ratio=x4 seed=0] timed out after 15 s (--shrink-timeout)"
     assert rows["global-magnitude"]["status"] == "passed"
+
+
+KILLER = '''
+import os, signal, time
+from pytest_shrinkbench import method
+
+@method("aa-kills-the-server")
+def kills_the_server(ctx):
+    """Without Landlock's signal scope it can kill its fork server: the harness used to fork a new one from itself.
+    It then dies with its server (its parent-death signal) before it answers."""
+    os.kill(os.getppid(), signal.SIGKILL)
+    time.sleep(30)
+'''
+
+
+def test_without_landlock_a_method_that_kills_the_server_fails_alone_and_a_fresh_server_runs_the_rest(
+    project: pytest.Pytester, targets,
+) -> None:
+    """Finding 2: the next cases run in a fresh interpreter's children, their numbers those of a clean session."""
+    _, clean, _, _ = targets
+    project.path.joinpath("methods", "killer.py").write_text(KILLER)
+    result = project.runpytest_subprocess(f"--shrink-method=aa-kills-the-server,{','.join(HONEST)}", *CASE,
+                                          "--shrink-sandbox=process", "--shrink-rerun")
+    result.assert_outcomes(passed=len(HONEST), failed=1)
+    rows = rows_by_method(project.path / "results")
+    assert rows["aa-kills-the-server"]["message"] == ("[method=aa-kills-the-server suite=digits-mlp ratio=x4 seed=0] method "
+                                                      "'aa-kills-the-server''s process ended before it answered: it ended "
+                                                      "with its fork server (which was killed or crashed)")
+    for name in HONEST:
+        assert rows[name]["status"] == "passed" and metrics(rows[name]) == metrics(clean[name]), name
