@@ -275,7 +275,9 @@ class ChildCalls:
         """Kill the child now (it is not released again) and say what happened and how it ended."""
         child, self._child = self._child, None
         output = tail(child.log)
-        return CaseFailure(f"method {self.name!r}'s process {what}: it {self.sandbox._server.status(child)}{output}")
+        ended = self.sandbox._server.status(child)
+        child.close_pipes()
+        return CaseFailure(f"method {self.name!r}'s process {what}: it {ended}{output}")
 
     def close(self) -> None:
         if self._child is not None:

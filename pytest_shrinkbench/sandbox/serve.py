@@ -25,7 +25,8 @@ PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 MAX_REQUEST = 1 << 16
 
-# A child's entry point: (its two pipe ends, its log, its private folder, the walls, the memory cap) -> never returns.
+# A child's entry point: (its two pipe ends, its output file (no name: see _output_file), its private folder, the walls,
+# the memory cap) -> never returns.
 ChildMain = Callable[[int, int, int, Path, Walls, "int | None"], None]
 # Builds what every later child inherits from a prepared file (the base model of a subject); returns an error or None.
 Prepare = Callable[[str, str, Path], "str | None"]

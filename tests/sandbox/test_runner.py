@@ -202,3 +202,29 @@ def test_a_folder_too_deep_for_rmtree_is_removed_and_the_server_lives_on(shrink_
     assert calls.call(4.0, 0, None).error is None
     calls.close()
     box.close()
+
+
+SLOW_IMPORT = '''
+import os, time
+from pytest_shrinkbench import method
+
+while os.path.exists(os.path.join(os.path.dirname(__file__), "hang-now")):
+    time.sleep(0.05)
+
+@method("slow-import")
+def slow_import(ctx):
+    return ctx.keep_top({n: w.detach().abs() for n, w in ctx.prunable.items()})
+'''
+
+
+def test_a_cases_child_has_the_same_import_deadline_as_discovery(tmp_path: Path, shrink_cache: Path) -> None:
+    (tmp_path / "slow.py").write_text(SLOW_IMPORT)
+    box = Sandbox("landlock", import_timeout=2)
+    box.start()
+    box.discover([tmp_path])
+    (tmp_path / "hang-now").touch()  # from now on, its import never ends
+    calls = box.open(setup(box, "slow-import", shrink_cache))
+    with pytest.raises(CaseFailure, match=r"process did not import the method's module within 2 s \(--shrink-import-timeout\)"):
+        calls.call(4.0, 0, None)
+    calls.close()
+    box.close()
