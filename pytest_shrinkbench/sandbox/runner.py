@@ -162,7 +162,7 @@ class Sandbox:
         try:
             return accept(target, reply)
         except ValueError as exc:
-            raise _ImportFailed(f"failed to import: {exc}") from None
+            raise _ImportFailed(f"could not be used: {exc}") from None
 
     def catalogue(self) -> list[dict[str, Any]]:
         """The discovered methods as plain data (xdist hands it to each worker)."""
