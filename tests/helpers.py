@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -105,3 +106,40 @@ def traced(model: nn.Module, shape: tuple[int, ...]) -> tuple[Trace, dict[str, t
     links = channel_links(model)
     return (trace_model(model, torch.zeros(1, *shape)), dict(model.named_parameters()),
             weight_links(model, links) if links is not None else None)
+
+
+# Method code that searches its own process's memory for a secret (a signing key), knowing only its first bytes and
+# its hash (SHRINKBENCH_TEST_NEEDLE): the secret itself is never handed to the process searched.
+MEMORY_SEARCH = '''
+import hashlib, json, os
+
+def holds_the_secret():
+    needle = json.loads(os.environ["SHRINKBENCH_TEST_NEEDLE"])
+    prefix, digest = bytes.fromhex(needle["prefix"]), needle["digest"]
+    with open("/proc/self/maps") as maps, open("/proc/self/mem", "rb", buffering=0) as mem:
+        for line in maps:
+            fields = line.split()
+            if not fields[1].startswith("rw"):
+                continue
+            start, end = (int(x, 16) for x in fields[0].split("-"))
+            try:
+                mem.seek(start)
+                data = mem.read(end - start)
+            except (OSError, ValueError, OverflowError):
+                continue
+            for pattern, size, raw in ((prefix, 32, lambda b: b), (prefix.hex().encode(), 64, lambda b: bytes.fromhex(b.decode()))):
+                at = data.find(pattern)
+                while at >= 0:
+                    try:
+                        if hashlib.sha256(raw(data[at:at + size])).hexdigest() == digest:
+                            return True
+                    except ValueError:
+                        pass
+                    at = data.find(pattern, at + 1)
+    return False
+'''
+
+
+def needle(secret: bytes) -> str:
+    """What MEMORY_SEARCH is told of ``secret``: its first four bytes and its sha256 (JSON)."""
+    return json.dumps({"prefix": secret[:4].hex(), "digest": hashlib.sha256(secret).hexdigest()})

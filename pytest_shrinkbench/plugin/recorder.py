@@ -28,7 +28,7 @@ from .wire import case_of, row_of
 class Recorder:
     """Rows of this session, in the order their cases ended, and where they go."""
 
-    def __init__(self, config: ShrinkConfig, key: bytes) -> None:
+    def __init__(self, config: ShrinkConfig, key: bytes | None) -> None:
         self.config, self.key = config, key
         self.file = ResultsFile(config.results_dir)
         self.cases = {case.id: case for case in config.cases()}
@@ -58,7 +58,8 @@ class Recorder:
         status = "passed" if report.passed else "skipped" if report.skipped else "failed"
         row = make_row({**case, **result, "status": status, "message": _message(report, result), "duration": report.duration,
                         "reused": False, "run": self.file.path.stem, "finished": _now()})
-        row = sign(row, self.key)
+        if self.key is not None:  # None: a debugging session, whose rows are never signed
+            row = sign(row, self.key)
         self.file.add(row)
         if self.store is not None and row.get("sandbox") != LEVEL_IN_PROCESS:
             self.store.put(row)  # committed before the next case is reported; debugging-mode rows are never stored

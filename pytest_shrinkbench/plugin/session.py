@@ -52,7 +52,7 @@ def start(config: pytest.Config) -> None:
     except pytest.UsageError as error:
         sandbox.close()
         broken = "; ".join(f"{where}: {message}" for where, message in sandbox.errors.items())
-        raise pytest.UsageError(f"{error} (method files that failed to import: {broken})" if broken else str(error)) from None
+        raise pytest.UsageError(f"{error} (method files that could not be used: {broken})" if broken else str(error)) from None
     config.stash[CONFIG_KEY], config.stash[SANDBOX_KEY] = shrink, sandbox
     if config.args_source != pytest.Config.ArgsSource.ARGS:
         config.args = _benchmark_paths(config)
@@ -61,9 +61,16 @@ def start(config: pytest.Config) -> None:
     terminal.register(config, shrink, worker=is_worker(config))
     if not is_worker(config):
         _warn_once(config, sandbox)
-        config.pluginmanager.register(Recorder(shrink, load_key(key_path(shrink.cache_dir or default_cache_dir()))),
-                                      "shrinkbench-recorder")
+        config.pluginmanager.register(Recorder(shrink, _signing_key(shrink)), "shrinkbench-recorder")
         _end_on_sigterm(config)
+
+
+def _signing_key(shrink: ShrinkConfig) -> bytes | None:
+    """The key the controller signs rows with; none in a debugging session (``in-process``): method code runs in
+    this process there, so it must hold no key (its rows are unsigned, never stored, never reused)."""
+    if shrink.sandbox == "in-process":
+        return None
+    return load_key(key_path(shrink.cache_dir or default_cache_dir()))
 
 
 def _start_sandbox(config: pytest.Config) -> Sandbox:
@@ -71,7 +78,8 @@ def _start_sandbox(config: pytest.Config) -> Sandbox:
     cache = value(config, "shrink_cache")
     hidden = [key_path(under(config.rootpath, cache) if cache else default_cache_dir())]
     memory = value(config, "shrink_max_memory")
-    sandbox = Sandbox(value(config, "shrink_sandbox"), hidden, int(memory * 2**30) if memory else None)
+    sandbox = Sandbox(value(config, "shrink_sandbox"), hidden, int(memory * 2**30) if memory else None,
+                      value(config, "shrink_import_timeout"))
     sandbox.start()
     if is_worker(config):
         sandbox.receive(config.workerinput[CATALOGUE_KEY])
@@ -86,7 +94,7 @@ def _warn_once(config: pytest.Config, sandbox: Sandbox) -> None:
     if sandbox.mode == "landlock" and sandbox.level != LEVEL_LANDLOCK:
         warnings.append("this kernel has no Landlock: methods run in child processes without walls (rows say 'process')")
     if sandbox.errors:
-        warnings.append("method files failed to import: " + "; ".join(f"{where}: {message}" for where, message in sandbox.errors.items()))
+        warnings.append("method files that could not be used (their methods' cases fail): " + "; ".join(f"{where}: {message}" for where, message in sandbox.errors.items()))
     if sandbox.stray_suites:
         warnings.append(f"method files registered suites {sandbox.stray_suites}: define suites in conftest.py "
                         "(method files are imported only in method processes, never by the harness)")

@@ -119,6 +119,9 @@ SETTINGS: tuple[Setting, ...] = (
             "given count, whatever -n is", default="1", parse=_one(int, 1)),
     Setting("shrink_timeout", "--shrink-timeout", "seconds one case may take before it fails (0: no limit)",
             default="1800", parse=_one(float, 0)),
+    Setting("shrink_import_timeout", "--shrink-import-timeout", "seconds a method file or module may take to import, "
+            "at discovery (each file in a child of its own) and in each case's child; a file past it is reported "
+            "and its methods' cases fail (0: no limit)", default="120", parse=_one(float, 0)),
     Setting("shrink_max_memory", "--shrink-max-memory", "GiB of address space a method's child process may use; "
             "an allocation beyond it fails its case (CPU only: CUDA reserves far more)", parse=_one(float, 0.1)),
     Setting("shrink_sandbox", "--shrink-sandbox", "where method code runs: 'landlock' (a disposable child process per "

@@ -22,8 +22,8 @@ from torch import nn
 from ..suites.registry import SUITES
 from .calling import answer_call, case_context
 from .context import PruneContext
-from .discovery import find_methods, load_method
-from .protocol import Answer, Call, Discover, Setup, decode, receive, send
+from .discovery import describe, load_method
+from .protocol import Answer, Call, Discover, Ready, Setup, decode, receive, send
 from .serve import PR_SET_PDEATHSIG, prctl
 from .walls import Walls
 
@@ -40,7 +40,7 @@ def main(to_read: int, to_write: int, log: int, folder: Path, walls: Walls, max_
         _walls_up(log, walls, folder, max_memory)
         first = receive(to_read)
         if isinstance(first, Discover):
-            send(to_write, find_methods([Path(f) for f in first.folders]))
+            send(to_write, describe(first.target))
         elif isinstance(first, Setup):
             _serve_case(first, to_read, to_write)
         else:
@@ -109,6 +109,7 @@ def _serve_case(setup: Setup, to_read: int, to_write: int) -> None:
     """Answer each call of the case's method until the harness closes the pipe."""
     torch.set_num_threads(setup.threads)
     method = load_method(setup.method)
+    send(to_write, Ready())  # the import is over: it has a deadline of its own
     model = model_for(setup)
     torch.manual_seed(setup.seed)  # a method's global RNG starts from the case's seed, right before its first call
     ctx: PruneContext | None = None

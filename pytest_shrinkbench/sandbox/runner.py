@@ -13,6 +13,7 @@ import atexit
 import os
 import tempfile
 import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -24,16 +25,28 @@ from ..errors import CaseFailure
 from ..results.schema import LEVEL_IN_PROCESS, LEVEL_LANDLOCK, LEVEL_PROCESS
 from ..suites.registry import SUITES
 from . import child
-from .discovery import file_hash, find_methods, precompile
+from .discovery import IMPORT_TIMEOUT, MAX_REPLY_BYTES, accept, file_hash, planned_names, precompile, registered_here, targets
 from .inprocess import InProcessCalls
-from .methods import METHODS, load_installed
-from .protocol import Answer, Call, Discover, MethodInfo, ProtocolError, Setup, decode, encode, receive, send
-from .server import Child, ForkServer
+from .methods import METHODS
+from .protocol import (MAX_ERROR_CHARS, Answer, Call, Discover, MethodInfo, ProtocolError, Ready, Setup, decode, encode,
+                       printable, receive, send)
+from .server import Child, ForkServer, ServerGone
 from .walls import landlock_abi
 
 # How much of the method's last output a failure message quotes.
 OUTPUT_TAIL_CHARS = 400
+OUTPUT_TAIL_BYTES = 4 * OUTPUT_TAIL_CHARS  # what is read of it: a character is at most 4 bytes of UTF-8
 ANSWER_SLACK = 64 * 2**20
+
+
+class _ImportFailed(Exception):
+    """A method file or module discovery could not use: why, in one line."""
+
+
+def _where(origin: str) -> str:
+    """How a message names a discovery target: ``method file <path>`` or ``module <name>``."""
+    kind, _, where = origin.partition(":")
+    return {"file": f"method file {where}", "module": f"module {where}"}.get(kind, "a conftest.py")
 
 
 class MethodCalls(Protocol):
@@ -46,20 +59,26 @@ class MethodCalls(Protocol):
 
 class Sandbox:
     """Where methods run: ``mode`` is ``landlock``, ``process`` or ``in-process``; ``hidden`` are paths no
-    method may read (the results store's signing key); ``max_memory`` caps a child's address space (bytes)."""
+    method may read (the results store's signing key); ``max_memory`` caps a child's address space (bytes);
+    ``import_timeout`` is the seconds a method file or module may take to import (0: no limit).
 
-    def __init__(self, mode: str = "landlock", hidden: list[Path] | None = None, max_memory: int | None = None) -> None:
+    In the ``in-process`` mode, discovery still imports each method file in a walled child of its own
+    (the server exists for that, and ends with it): this process imports only the module of a method it
+    runs, at its first case, so a debugging session runs no other file's code."""
+
+    def __init__(self, mode: str = "landlock", hidden: list[Path] | None = None, max_memory: int | None = None,
+                 import_timeout: float = IMPORT_TIMEOUT) -> None:
         if mode not in ("landlock", "process", "in-process"):
             raise ValueError(f"unknown sandbox mode {mode!r}")
         self.mode = mode
-        self.abi = landlock_abi() if mode == "landlock" else 0
+        self.abi = landlock_abi() if mode != "process" else 0
         self.level = {"in-process": LEVEL_IN_PROCESS, "process": LEVEL_PROCESS}.get(mode) or (
             LEVEL_LANDLOCK if self.abi > 0 else LEVEL_PROCESS)
+        self.import_timeout = import_timeout
         self.methods: dict[str, MethodInfo] = {}
-        self.errors: dict[str, str] = {}  # method files or packages that failed to import
+        self.errors: dict[str, str] = {}  # method files or packages that failed to import, or names claimed twice
         self.stray_suites: list[str] = []  # suites registered by method files (never seen by the harness)
-        self._server = None if mode == "in-process" else ForkServer(
-            child.main, child.prepare, list(hidden or []), self.level == LEVEL_LANDLOCK, max_memory, warm=_warm_up)
+        self._server = ForkServer(child.main, child.prepare, list(hidden or []), self.abi > 0, max_memory, warm=_warm_up)
         self._prepared: set[str] = set()  # base models the server holds built
         self.single_threaded = False  # set when the server was forked from a process with native threads
 
@@ -69,32 +88,82 @@ class Sandbox:
         A process that already runs native threads of its own (an OpenMP pool torch started) can hand its
         children a pool that does not exist: their first parallel op would hang. Such a server's children
         may then only use one thread (:meth:`open` says so)."""
-        if self._server is not None and self._server.pid is None:
+        if self.mode != "in-process" and self._server.pid is None:
             self.single_threaded = len(os.listdir("/proc/self/task")) > threading.active_count() if os.path.isdir("/proc/self/task") else False
             self._server.start()
 
     def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
+        self._server.close()
 
     def discover(self, folders: list[Path]) -> None:
-        """Find the methods of installed packages, of ``folders`` and of conftest files (imported in a child)."""
-        if self._server is None:
-            load_installed()
-            found = find_methods(folders)
-        else:
-            conversation = self._take()
+        """Find the methods of installed packages, of ``folders`` and of conftest files: each package module and
+        each method file imported in a walled child of its own, under :attr:`import_timeout`; what a reply may
+        say is checked by :func:`~.discovery.accept`; where a method lives and its hash are this process's own."""
+        chosen = targets(folders)
+        precompile(Path(t.partition(":")[2]) for t in chosen if t.startswith("file:"))
+        claims: dict[str, list[MethodInfo]] = {}
+        for info in registered_here():
+            claims.setdefault(info.name, []).append(info)
+        self.errors, suites, failed = {}, set(), {}
+        for target in chosen:
             try:
-                send(conversation.to_child, Discover([str(f) for f in folders]))
-                found = receive(conversation.from_child)
-            except (EOFError, BrokenPipeError, ProtocolError):
-                output = tail(conversation.log)
-                raise RuntimeError(f"method discovery failed: its process {self._server.status(conversation)}{output}") from None
+                found, registered = self._describe(target)
+            except _ImportFailed as why:
+                self.errors[_where(target)] = failed[target] = str(why)
+                continue
+            suites.update(registered)
+            for info in found:
+                claims.setdefault(info.name, []).append(info)
+        if self.mode == "in-process":
+            self._server.close()  # discovery was its only use: this process runs the methods
+        self.methods = {}
+        for name, infos in sorted(claims.items()):
+            self.methods[name] = self._settle(name, infos)
+        for target, why in failed.items():  # a file that failed: the cases of the methods it names fail with its line
+            if target.startswith("file:"):
+                path = Path(target.partition(":")[2])
+                for name in planned_names(path):
+                    self.methods.setdefault(name, MethodInfo(name, target, file_hash(path), broken=f"{_where(target)} {why}"))
+        self.stray_suites = sorted(suites)
+
+    def _settle(self, name: str, claims: list[MethodInfo]) -> MethodInfo:
+        """Who runs ``name`` when several claim it: an installed module or a conftest before any method file (as
+        when one process imported them all, the file's registration was the one refused); between equals, neither
+        (a file cannot put its code under another file's method; the clash is reported and its cases fail)."""
+        by_origin = {c.origin: c for c in claims}
+        if len(by_origin) == 1:
+            return claims[0]
+        first = [c for c in by_origin.values() if not c.origin.startswith("file:")]
+        for late in [c for c in by_origin.values() if c.origin.startswith("file:")] if len(first) == 1 else []:
+            self.errors[f"method {name!r} of {_where(late.origin)}"] = f"not run from that file: {_where(first[0].origin)} defines it"
+        if len(first) == 1:
+            return first[0]
+        why = f"method {name!r} is defined by {' and by '.join(_where(o) for o in sorted(by_origin))}: neither is run"
+        self.errors[f"method {name!r}"] = why
+        return replace(claims[0], broken=why)
+
+    def _describe(self, target: str) -> tuple[list[MethodInfo], list[str]]:
+        """One discovery child's import of ``target``, and what its reply may name; :class:`_ImportFailed` says why not."""
+        self._running()
+        conversation = self._take()
+        deadline = time.monotonic() + self.import_timeout if self.import_timeout > 0 else None
+        try:
+            send(conversation.to_child, Discover(target))
+            reply = receive(conversation.from_child, MAX_REPLY_BYTES, deadline)
+        except TimeoutError:
+            raise _ImportFailed(f"did not finish importing within {self.import_timeout:g} s (--shrink-import-timeout)") from None
+        except (EOFError, BrokenPipeError, ProtocolError) as exc:
+            how = f"sent a malformed reply ({exc})" if isinstance(exc, ProtocolError) else "ended before it replied"
+            raise _ImportFailed(f"failed to import: its process {how}: it {self._server.status(conversation)}"
+                                f"{tail(conversation.log)}") from None
+        finally:
             self._server.release(conversation)
-        self.methods = {m.name: MethodInfo(m.name, m.origin, file_hash(m), m.baseline, m.steps, m.regrowth, m.pattern)
-                        for m in found["methods"]}
-        self.errors, self.stray_suites = dict(found["errors"]), list(found["suites"])
-        precompile(self.methods.values())
+        if isinstance(reply, dict) and isinstance(reply.get("error"), str):
+            raise _ImportFailed(f"failed to import: {printable(reply['error'], MAX_ERROR_CHARS)}")
+        try:
+            return accept(target, reply)
+        except ValueError as exc:
+            raise _ImportFailed(f"could not be used: {exc}") from None
 
     def catalogue(self) -> list[dict[str, Any]]:
         """The discovered methods as plain data (xdist hands it to each worker)."""
@@ -112,7 +181,9 @@ class Sandbox:
 
     def open(self, setup: Setup) -> MethodCalls:
         """The conversation of one case with its method (its child is taken at the first call)."""
-        if self._server is None:
+        if setup.method.broken:
+            raise CaseFailure(setup.method.broken)
+        if self.mode == "in-process":
             return InProcessCalls(setup)
         self.start()
         if self.single_threaded and setup.threads > 1:
@@ -122,15 +193,27 @@ class Sandbox:
         return ChildCalls(self, setup)
 
     def _running(self) -> ForkServer:
-        self.start()
-        if not self._server.alive:  # something killed it (without Landlock's signal scope, a method could)
-            self._server.close()
-            self._prepared.clear()
-            self._server.start()
+        """The fork server, replaced by a fresh interpreter if it ended (never forked again from this process,
+        which now holds data and the key: :mod:`.fresh`)."""
+        if self._server.pid is None and not self._server.restarts:  # first use (a notebook's sandbox; discovery in
+            self.start() if self.mode != "in-process" else self._server.start()  # the in-process mode)
+        elif not self._server.alive:  # killed from outside (or, without Landlock's signal scope, by a method)
+            self._replace_server()
         return self._server
 
+    def _replace_server(self) -> None:
+        self._prepared.clear()  # a fresh server holds no model built
+        self._server.restart()
+
     def _take(self) -> Child:
-        return self._running().take()
+        try:
+            return self._running().take()
+        except ServerGone:  # it is ending since it was last seen alive: once more, with a fresh one
+            self._replace_server()
+            try:
+                return self._server.take()
+            except ServerGone as exc:
+                raise CaseFailure(f"{exc}, and a fresh one could not be started") from None
 
     def _ship(self, setup: Setup) -> Setup:
         """``setup`` as sent to a child: without the base weights once the server holds that model built
@@ -158,19 +241,30 @@ class ChildCalls:
 
     def call(self, compression: float, step: int, state: dict[str, torch.Tensor] | None) -> Answer:
         if self._child is None:
+            restarts = self.sandbox._running().restarts  # a server that ended is replaced before the model is prepared
             setup = self.sandbox._ship(self.setup)
             self._child = self.sandbox._take()
+            if self.sandbox._server.restarts != restarts:  # replaced since: its children hold no model built
+                setup = self.setup
             self._send(setup)
+            timeout = self.sandbox.import_timeout
+            self._receive(Ready, time.monotonic() + timeout if timeout > 0 else None,
+                          f"did not import the method's module within {timeout:g} s (--shrink-import-timeout)")
         self._send(Call(compression, step, state))
+        return self._receive(Answer)
+
+    def _receive(self, kind: type, deadline: float | None = None, late: str = "") -> Any:
         try:
-            answer = receive(self._child.from_child, self.limit)
+            message = receive(self._child.from_child, self.limit, deadline)
+        except TimeoutError:
+            raise self._failure(late) from None
         except EOFError:
             raise self._failure("ended before it answered") from None
         except ProtocolError as exc:
             raise self._failure(f"sent a malformed answer ({exc})") from None
-        if not isinstance(answer, Answer):
-            raise self._failure(f"sent a {type(answer).__name__}, not an answer")
-        return answer
+        if not isinstance(message, kind):
+            raise self._failure(f"sent a {type(message).__name__}, not {'an answer' if kind is Answer else 'word of its import'}")
+        return message
 
     def _send(self, message: Any) -> None:
         try:
@@ -181,8 +275,10 @@ class ChildCalls:
     def _failure(self, what: str) -> CaseFailure:
         """Kill the child now (it is not released again) and say what happened and how it ended."""
         child, self._child = self._child, None
-        output = tail(child.log)  # before the server removes the child's folder
-        return CaseFailure(f"method {self.name!r}'s process {what}: it {self.sandbox._server.status(child)}{output}")
+        output = tail(child.log)
+        ended = self.sandbox._server.status(child)
+        child.close_pipes()
+        return CaseFailure(f"method {self.name!r}'s process {what}: it {ended}{output}")
 
     def close(self) -> None:
         if self._child is not None:
@@ -190,13 +286,18 @@ class ChildCalls:
             self._child = None
 
 
-def tail(log: Path) -> str:
-    """The last thing the method printed, for a failure message."""
+def tail(log: int) -> str:
+    """The last thing the method printed, for a failure message: read through the descriptor the harness was
+    handed (never a path), at most :data:`OUTPUT_TAIL_BYTES`, with ``pread`` on a file with no name (it cannot
+    block), escapes written out."""
     try:
-        text = " | ".join(line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip())
+        size = os.fstat(log).st_size
+        data = os.pread(log, OUTPUT_TAIL_BYTES, max(0, size - OUTPUT_TAIL_BYTES))
     except OSError:
         return ""
-    return f"; its last output: {text[-OUTPUT_TAIL_CHARS:]}" if text else ""
+    lines = data.replace(b"\0", b"").decode(errors="replace").splitlines()  # NULs: a sparse or zeroed file
+    text = " | ".join(line.strip() for line in lines if line.strip())
+    return f"; its last output: {printable(text[-OUTPUT_TAIL_CHARS:], OUTPUT_TAIL_CHARS)}" if text else ""
 
 
 def _warm_up() -> None:

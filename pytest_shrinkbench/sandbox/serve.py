@@ -6,7 +6,6 @@ from __future__ import annotations
 import ctypes
 import json
 import os
-import shutil
 import signal
 import socket
 import sys
@@ -18,6 +17,7 @@ from typing import Callable
 
 import torch
 
+from .cleanup import remove_tree
 from .hugepages import COLLAPSE_EVERY, collapse_private_memory
 from .walls import Walls
 
@@ -25,7 +25,8 @@ PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 MAX_REQUEST = 1 << 16
 
-# A child's entry point: (its two pipe ends, its log, its private folder, the walls, the memory cap) -> never returns.
+# A child's entry point: (its two pipe ends, its output file (no name: see _output_file), its private folder, the walls,
+# the memory cap) -> never returns.
 ChildMain = Callable[[int, int, int, Path, Walls, "int | None"], None]
 # Builds what every later child inherits from a prepared file (the base model of a subject); returns an error or None.
 Prepare = Callable[[str, str, Path], "str | None"]
@@ -52,7 +53,12 @@ class _Spare:
     pid: int
     to_child: int
     from_child: int
+    log: int
     folder: Path
+
+    def close(self) -> None:
+        for fd in (self.to_child, self.from_child, self.log):
+            os.close(fd)
 
 
 def serve(sock: socket.socket, main: ChildMain, prepare: Prepare, hidden: list[Path], landlock: bool,
@@ -81,10 +87,8 @@ def serve(sock: socket.socket, main: ChildMain, prepare: Prepare, hidden: list[P
             break
         request = json.loads(data)
         if request["op"] == "take":
-            socket.send_fds(sock, [json.dumps({"pid": spare.pid, "folder": str(spare.folder)}).encode()],
-                            [spare.to_child, spare.from_child])
-            os.close(spare.to_child)
-            os.close(spare.from_child)
+            socket.send_fds(sock, [json.dumps({"pid": spare.pid}).encode()], [spare.to_child, spare.from_child, spare.log])
+            spare.close()
             folders[spare.pid] = spare.folder
             taken += 1
             if taken % COLLAPSE_EVERY == 0:
@@ -93,6 +97,7 @@ def serve(sock: socket.socket, main: ChildMain, prepare: Prepare, hidden: list[P
         elif request["op"] == "prepare":
             error = prepare(request["key"], request["suite"], Path(request["path"]))
             kill_group(spare.pid)  # the spare was forked without it: replace it
+            spare.close()
             folders[spare.pid] = spare.folder
             _reap(spare.pid, folders, None)
             spare = _fork(main, walls, max_memory, sock)
@@ -112,7 +117,7 @@ def _fork(main: ChildMain, walls: Walls, max_memory: int | None, sock: socket.so
     folder = Path(tempfile.mkdtemp(prefix="shrinkbench-child-"))
     to_read, to_child = os.pipe()
     from_child, to_write = os.pipe()
-    log = os.open(folder / "output.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    log = _output_file()
     walls.arm(folder)  # the child's whole ruleset, built here while no case waits for it
     pid = os.fork()
     if pid == 0:
@@ -122,13 +127,13 @@ def _fork(main: ChildMain, walls: Walls, max_memory: int | None, sock: socket.so
         main(to_read, to_write, log, folder, walls, max_memory)  # never returns
         os._exit(70)
     walls.disarm()
-    for fd in (to_read, to_write, log):
+    for fd in (to_read, to_write):
         os.close(fd)
     try:
         os.setpgid(pid, pid)  # the child's own group, set from both sides (whichever runs first)
     except OSError:
         pass
-    return _Spare(pid, to_child, from_child, folder)
+    return _Spare(pid, to_child, from_child, log, folder)
 
 
 def _reap(pid: int, folders: dict[int, Path], spare: int | None) -> int:
@@ -140,8 +145,21 @@ def _reap(pid: int, folders: dict[int, Path], spare: int | None) -> int:
     _kill_strays({p for p in (spare, *folders) if p is not None and p != pid})
     folder = folders.pop(pid, None)
     if folder is not None:
-        shutil.rmtree(folder, ignore_errors=True)
+        remove_tree(folder)
     return status
+
+
+def _output_file() -> int:
+    """Where a child's stdout and stderr go: a file with no name (a memfd; an unlinked temporary file where
+    there is none), which the harness reads through the descriptor it is handed with the child's pipes. A
+    method can write into it, truncate it or close its own copy, but it cannot swap it for a link, a FIFO or
+    a device: the harness never opens a path the child could have touched."""
+    if hasattr(os, "memfd_create"):
+        return os.memfd_create("shrinkbench-output", os.MFD_CLOEXEC)
+    handle = tempfile.TemporaryFile()
+    fd = os.dup(handle.fileno())
+    handle.close()
+    return fd
 
 
 def _kill_strays(keep: set[int]) -> None:

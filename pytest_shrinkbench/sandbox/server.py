@@ -6,7 +6,8 @@ while a plain ``fork`` of the measuring process would hand the child everything 
 pytest process in ``pytest_configure`` — after pytest imported the project's ``conftest.py`` (so a
 child can build any suite's model exactly as the harness does) and before any subject, data or key
 is loaded and before any parallel torch op ran (forking after OpenMP started can deadlock a child).
-It keeps no descriptor of the harness but its control socket.
+It keeps no descriptor of the harness but its control socket. A server that dies mid-session is
+replaced by a fresh interpreter (:mod:`.fresh`), never forked again from the harness.
 
 Forking a process that imported torch costs about 10 ms, and its exit as much again (the CUDA build
 maps ~300 MB of private memory), so neither is on a case's critical path: the server keeps one
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from . import fresh
 from .serve import MAX_REQUEST, ChildMain, Prepare, kill_group, serve
 
 
@@ -42,32 +44,46 @@ def describe(status: int) -> str:
 
 @dataclass
 class Child:
-    """A child handed to the harness: its pid, the harness's ends of its pipes, its log."""
+    """A child handed to the harness: its pid, the harness's ends of its pipes, its output (a descriptor on a
+    file with no name, never a path: see :func:`.serve._output_file`)."""
 
     pid: int
     to_child: int
     from_child: int
-    log: Path
+    log: int
 
     def close_pipes(self) -> None:
-        for fd in (self.to_child, self.from_child):
+        for fd in (self.to_child, self.from_child, self.log):
             try:
                 os.close(fd)
             except OSError:
                 pass
 
 
+class ServerGone(RuntimeError):
+    """The fork server ended (killed from outside, or by a method where signals are not walled)."""
+
+
 class ForkServer:
-    """The harness's handle on its fork server (one per pytest process that runs cases)."""
+    """The harness's handle on its fork server (one per pytest process that runs cases).
+
+    :meth:`start` forks the first server from this process (before it holds data or keys); :meth:`restart`
+    replaces a dead one with a fresh interpreter (:mod:`.fresh`), never with a fork of this process as it
+    is by then."""
 
     def __init__(self, main: ChildMain, prepare: Prepare, hidden: list[Path], landlock: bool, max_memory: int | None,
                  warm: Callable[[], None] | None = None) -> None:
         self._spec = (main, prepare, hidden, landlock, max_memory, warm)
+        self._fresh: dict[str, Any] = {}  # what a fresh server loads: set when the first one is forked
         self._sock: socket.socket | None = None
         self.pid: int | None = None
+        self.restarts = 0
 
     def start(self) -> None:
+        """Fork the first server from this process."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self._fresh = {"hidden": [str(h) for h in self._spec[2]], "landlock": self._spec[3], "max_memory": self._spec[4],
+                       "path": list(sys.path), "conftests": fresh.conftests()}
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
@@ -80,6 +96,17 @@ class ForkServer:
         theirs.close()
         self._sock, self.pid = ours, pid
 
+    def restart(self) -> None:
+        """Replace a server that ended with a fresh interpreter loading what the first server had loaded."""
+        self.close()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            self.pid = fresh.spawn(theirs, self._fresh)
+        finally:
+            theirs.close()
+        self._sock = ours
+        self.restarts += 1
+
     @property
     def alive(self) -> bool:
         if self.pid is None:
@@ -90,14 +117,19 @@ class ForkServer:
             return False
 
     def _ask(self, request: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
-        self._sock.sendall(json.dumps(request).encode())
-        data, fds, _flags, _addr = socket.recv_fds(self._sock, MAX_REQUEST, 2)
+        try:
+            self._sock.sendall(json.dumps(request).encode())
+            data, fds, _flags, _addr = socket.recv_fds(self._sock, MAX_REQUEST, 3)
+        except OSError as exc:
+            raise ServerGone(f"the sandbox's fork server ended ({exc})") from None
+        if not data:
+            raise ServerGone("the sandbox's fork server ended")
         return json.loads(data), fds
 
     def take(self) -> Child:
         """A fresh, walled child, waiting for its first message."""
-        reply, (to_child, from_child) = self._ask({"op": "take"})
-        return Child(reply["pid"], to_child, from_child, Path(reply["folder"]) / "output.log")
+        reply, (to_child, from_child, log) = self._ask({"op": "take"})
+        return Child(reply["pid"], to_child, from_child, log)
 
     def prepare(self, key: str, suite: str, path: Path) -> None:
         """Have the server build ``suite``'s model from the state in ``path`` once, under ``key``: every child
@@ -110,12 +142,18 @@ class ForkServer:
         """Kill ``child`` and whatever it started; the server reaps it and removes its folder in the background."""
         child.close_pipes()
         kill_group(child.pid)
-        self._sock.sendall(json.dumps({"op": "release", "pid": child.pid}).encode())
+        try:
+            self._sock.sendall(json.dumps({"op": "release", "pid": child.pid}).encode())
+        except OSError:
+            pass  # the server is gone, and its children with it (their parent-death signal)
 
     def status(self, child: Child) -> str:
         """Kill ``child`` (if it is still running), wait for it, and say how it ended."""
         kill_group(child.pid)
-        reply, _ = self._ask({"op": "status", "pid": child.pid})
+        try:
+            reply, _ = self._ask({"op": "status", "pid": child.pid})
+        except ServerGone:
+            return "ended with its fork server (which was killed or crashed)"
         return describe(reply["status"])
 
     def close(self) -> None:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 
 import pytest
 
-from tests.helpers import only_run
+from pytest_shrinkbench.results.signing import key_path, load_key
+from tests.helpers import MEMORY_SEARCH, needle, only_run
 
 CASE = ["--shrink-suite=digits-mlp", "--shrink-ratios=4", "--shrink-seeds=0"]
 BUGGY = '''
@@ -56,3 +58,36 @@ def test_debugging_mode_runs_the_baselines_and_a_users_method_under_xdist(projec
                                           "--shrink-sandbox=in-process", "-n", "2")
     result.assert_outcomes(passed=3)
     assert {r["sandbox"] for r in only_run(project.path / "results")} == {"in-process"}
+
+
+CHEATS = (Path(__file__).parent / "redteam_methods.py").read_text()
+# The method being debugged looks around its (the pytest) process: for any other method file's or package's module,
+# for what importing the red team's file would have left (finding 4), and for the signing key in its memory.
+ALONE = MEMORY_SEARCH + '''
+import builtins, sys
+from pytest_shrinkbench import method
+
+
+@method("alone")
+def alone(ctx):
+    others = [m for m in sys.modules if m.startswith(("shrinkbench_methods.", "pytest_shrinkbench.baselines.")) and m != __name__]
+    if others or hasattr(builtins, "SHRINKBENCH_REDTEAM_IMPORTED"):
+        raise RuntimeError(f"ATTACK SUCCEEDED: imported in the debugging process: {others}")
+    if holds_the_secret():
+        raise RuntimeError("ATTACK SUCCEEDED: the debugging process holds the signing key")
+    return ctx.keep_top({n: w.detach().abs() for n, w in ctx.prunable.items()})
+'''
+
+
+def test_debugging_imports_only_the_debugged_methods_file_and_holds_no_key(
+        project: pytest.Pytester, shrink_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Finding 4: every method file used to be imported in the process that signs rows; now discovery runs in
+    walled children and this process imports the selected method's file alone, never loads the key, signs nothing."""
+    methods = project.mkdir("methods")
+    methods.joinpath("alone.py").write_text(ALONE)
+    methods.joinpath("cheats.py").write_text(CHEATS)
+    monkeypatch.setenv("SHRINKBENCH_TEST_NEEDLE", needle(load_key(key_path(shrink_cache))))
+    result = project.runpytest_subprocess("--shrink-method=alone,global-magnitude", *CASE, "--shrink-sandbox=in-process")
+    result.assert_outcomes(passed=2)
+    rows = {r["method"]: r for r in only_run(project.path / "results")}
+    assert all(r["sandbox"] == "in-process" and r.get("mac") is None for r in rows.values()), "debugging rows are unsigned"

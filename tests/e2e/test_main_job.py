@@ -144,8 +144,8 @@ def test_a_broken_method_file_costs_only_its_own_methods(project: pytest.Pyteste
     methods.joinpath("broken.py").write_text("from pytest_shrinkbench import method\n\n@method('broken')\ndef broken(ctx)\n    pass\n")
     result = project.runpytest_subprocess("--shrink-method=random", "--shrink-suite=digits-mlp", "--shrink-ratios=2", "--shrink-seeds=0")
     result.assert_outcomes(passed=1, warnings=1)
-    result.stdout.fnmatch_lines(["*shrinkbench: method files failed to import: *broken.py: SyntaxError*"])
+    result.stdout.fnmatch_lines(["*shrinkbench: method files that could not be used*broken.py: failed to import: SyntaxError*"])
     # Asking for a method of the broken file says why it is unknown.
     result = project.runpytest_subprocess("--shrink-method=broken")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*unknown method 'broken'*(method files that failed to import: *broken.py: SyntaxError*"])
+    result.stderr.fnmatch_lines(["*unknown method 'broken'*(method files that could not be used: *broken.py: failed to import: SyntaxError*"])

@@ -3,6 +3,7 @@ and every honest case of the same session is bit-identical to a clean session's.
 
 from __future__ import annotations
 
+import ast
 import json
 import socket
 import sqlite3
@@ -24,8 +25,20 @@ FAILS = {
     "cheat-pipe-flood": "method 'cheat-pipe-flood''s process sent a malformed answer (a message of 1099511627776 bytes",
     "crash-exits": "method 'crash-exits''s process ended before it answered: it exited with code 3",
     "crash-segfault": "method 'crash-segfault''s process ended before it answered: it was killed by SIGSEGV",
+    # Round 3 (part A): what the harness reads and trusts
+    "leak-output-link": "method 'leak-output-link''s process ended before it answered: it exited with code 3; its last output: "
+                        "\\x1b[2J\\x1b[Hshrinkbench leaderboard: every method but mine failed",
+    "leak-output-flood": "method 'leak-output-flood''s process ended before it answered: it exited with code 3",
+    "cheat-overlapping-records": "method 'cheat-overlapping-records''s process sent a malformed answer (tensor records "
+                                 "overlap at byte 0)",
+    "cheat-escape-codes": "\\x1b[2J\\x1b[H\\x1b[32mshrinkbench leaderboard: cheat-escape-codes ranks first\\x1b[0m\\r\\nAAAA",
+    "cheat-import-hangs": "method file {methods}/import_hangs.py did not finish importing within 20 s (--shrink-import-timeout)",
 }
+IMPORT_TIMEOUT = "--shrink-import-timeout=20"  # the hanging import's deadline (the default, 120 s, would slow the test)
 NAMES = [line.split('"')[1] for line in CHEATS.splitlines() if line.startswith("@method(")]
+# The catalogue's second file (finding 9), read from its text: importing the catalogue here would register its cheats.
+IMPORT_HANGS = next(node.value.value for node in ast.parse(CHEATS).body
+                    if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "IMPORT_HANGS")
 
 
 def metrics(row: dict) -> dict:
@@ -66,16 +79,26 @@ def targets(project: pytest.Pytester, shrink_cache: Path, tmp_path: Path, monkey
 def test_every_cheat_fails_alone_or_is_neutralised(project: pytest.Pytester, targets, workers: list[str]) -> None:
     found, clean, before, listener = targets
     project.path.joinpath("methods", "cheats.py").write_text(CHEATS)
+    project.path.joinpath("methods", "import_hangs.py").write_text(IMPORT_HANGS)
     result = project.runpytest_subprocess(f"--shrink-method={','.join(HONEST + NAMES)}", *CASE, "--shrink-rerun",
-                                          "--shrink-require-sandbox=landlock", *workers)
+                                          "--shrink-require-sandbox=landlock", IMPORT_TIMEOUT, *workers)
     result.assert_outcomes(passed=len(HONEST) + len(NAMES) - len(FAILS), failed=len(FAILS))
     rows = {r["method"]: r for r in run_files(project.path / "results")[max(run_files(project.path / "results"))]}
     assert len(NAMES) >= 30 and rows.keys() == set(HONEST + NAMES)
-    for name in HONEST:  # the honest cases did not notice the cheats
+    for name in HONEST:  # the honest cases did not notice the cheats, nor did discovery (no hijacked name or step count)
         assert metrics(rows[name]) == metrics(clean[name]), name
+        assert (rows[name]["method_hash"], rows[name]["prune_steps"]) == (clean[name]["method_hash"], 1), name
     for name, reason in FAILS.items():
+        reason = reason.format(methods=(project.path / "methods").resolve())
         assert rows[name]["status"] == "failed", name
         assert rows[name]["message"].startswith(f"[method={name} suite=digits-mlp ratio=x4 seed=0] {reason}"), rows[name]["message"]
+    # no key, no terminal escape and no unbounded text reached a row or the terminal
+    key = before["key"].decode().strip()
+    assert all(key not in (row["message"] or "") and "\x1b" not in (row["message"] or "") for row in rows.values())
+    assert key not in result.stdout.str() and "\x1b" not in result.stdout.str()
+    assert len(rows["cheat-escape-codes"]["message"]) < 2200
+    result.stdout.fnmatch_lines(["*method 'layer-magnitude' of method file *cheats.py: not run from that file: module "
+                                 "pytest_shrinkbench.baselines.layer_magnitude defines it*"])
     for name in set(NAMES) - set(FAILS) - {"visible-new-weights"}:  # every other cheat bought nothing
         assert rows[name]["status"] == "passed", (name, rows[name]["message"])
         assert metrics(rows[name]) == metrics(clean["global-magnitude"]), name
@@ -160,3 +183,33 @@ def test_a_hanging_method_is_killed_at_the_time_limit_even_if_it_cancels_timers(
     for name in ("hangs", "cancels-the-timer"):
         assert rows[name]["message"] == f"[method={name} suite=digits-mlp ratio=x4 seed=0] timed out after 15 s (--shrink-timeout)"
     assert rows["global-magnitude"]["status"] == "passed"
+
+
+KILLER = '''
+import os, signal, time
+from pytest_shrinkbench import method
+
+@method("aa-kills-the-server")
+def kills_the_server(ctx):
+    """Without Landlock's signal scope it can kill its fork server: the harness used to fork a new one from itself.
+    It then dies with its server (its parent-death signal) before it answers."""
+    os.kill(os.getppid(), signal.SIGKILL)
+    time.sleep(30)
+'''
+
+
+def test_without_landlock_a_method_that_kills_the_server_fails_alone_and_a_fresh_server_runs_the_rest(
+    project: pytest.Pytester, targets,
+) -> None:
+    """Finding 2: the next cases run in a fresh interpreter's children, their numbers those of a clean session."""
+    _, clean, _, _ = targets
+    project.path.joinpath("methods", "killer.py").write_text(KILLER)
+    result = project.runpytest_subprocess(f"--shrink-method=aa-kills-the-server,{','.join(HONEST)}", *CASE,
+                                          "--shrink-sandbox=process", "--shrink-rerun")
+    result.assert_outcomes(passed=len(HONEST), failed=1)
+    rows = rows_by_method(project.path / "results")
+    assert rows["aa-kills-the-server"]["message"] == ("[method=aa-kills-the-server suite=digits-mlp ratio=x4 seed=0] method "
+                                                      "'aa-kills-the-server''s process ended before it answered: it ended "
+                                                      "with its fork server (which was killed or crashed)")
+    for name in HONEST:
+        assert rows[name]["status"] == "passed" and metrics(rows[name]) == metrics(clean[name]), name

@@ -87,3 +87,59 @@ def test_send_and_receive_frame_messages_on_a_pipe() -> None:
     with pytest.raises(EOFError):
         receive(read)
     os.close(read)
+
+
+def _record(start: int, size: int) -> dict:
+    return {"__tensor__": True, "dtype": "uint8", "shape": [size], "device": "cpu", "start": start, "size": size}
+
+
+def _answer(records: dict, body: bytes) -> bytes:
+    import json
+
+    head = {"__kind__": "Answer", "masks": records, "weights": {}, "error": None, "details": ""}
+    return _framed(json.dumps(head).encode(), body)
+
+
+@pytest.mark.parametrize("records, body, why", [
+    ({f"m{i}": _record(0, 1024) for i in range(300)}, bytes(1024), "tensor records overlap at byte 0"),
+    ({"a": _record(0, 512), "b": _record(256, 512)}, bytes(768), "tensor records overlap at byte 256"),
+    ({"a": _record(0, 256), "b": _record(512, 256)}, bytes(768), "tensor records leave a gap at byte 256"),
+    ({"a": _record(0, 256)}, bytes(1024), "tensor records cover 256 of the message's 1024 tensor bytes"),
+])
+def test_tensor_records_must_tile_the_bytes_received_so_nothing_is_allocated_twice(records: dict, body: bytes, why: str) -> None:
+    """The finding: 300 records over one range made the harness allocate 300 times what it received."""
+    with pytest.raises(ProtocolError, match=why):
+        decode(_answer(records, body))
+
+
+def test_records_that_tile_the_bytes_in_any_order_decode() -> None:
+    answer = decode(_answer({"b": _record(3, 2), "a": _record(0, 3), "empty": _record(5, 0)}, b"abcde"))
+    assert bytes(answer.masks["a"].numpy()) == b"abc" and bytes(answer.masks["b"].numpy()) == b"de"
+    assert answer.masks["empty"].numel() == 0
+
+
+def test_a_message_nested_too_deeply_is_a_protocol_error_not_a_crash() -> None:
+    with pytest.raises(ProtocolError):
+        decode(_framed(b"[" * 200_000 + b"]" * 200_000))
+
+
+@pytest.mark.parametrize("error", [{"a": 1}, ["x"], 3])
+def test_an_answers_error_must_be_text(error: object) -> None:
+    import json
+
+    head = {"__kind__": "Answer", "masks": {}, "weights": {}, "error": error, "details": ""}
+    with pytest.raises(ProtocolError, match="error must be a str"):
+        decode(_framed(json.dumps(head).encode()))
+
+
+def test_an_answers_text_is_bounded_and_its_control_characters_are_written_out() -> None:
+    """Escape codes would reach the terminal (a method could clear it and draw a leaderboard of its own)."""
+    from pytest_shrinkbench.sandbox.protocol import MAX_DETAILS_CHARS, MAX_ERROR_CHARS
+
+    fake = "\x1b[2J\x1b[H\u202eleaderboard\r\n"
+    answer = decode(encode(Answer(error=fake + "A" * 10**6, details="frame\n" * 10**5 + fake)))
+    assert answer.error.startswith("\\x1b[2J\\x1b[H\\u202eleaderboard\\r\\nAAA")
+    assert answer.error.endswith(f"[{len(fake) + 10**6} characters in all, cut]")
+    assert not any(ord(c) < 32 or c == "\u202e" for c in answer.error)
+    assert len(answer.error) <= MAX_ERROR_CHARS and len(answer.details) <= MAX_DETAILS_CHARS
+    assert answer.details.endswith("leaderboard\\r\n") and "\x1b" not in answer.details, "tracebacks keep their lines and end"

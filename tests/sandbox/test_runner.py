@@ -15,6 +15,8 @@ from pytest_shrinkbench.sandbox.hugepages import COLLAPSE_EVERY
 from pytest_shrinkbench.sandbox.protocol import Setup
 from pytest_shrinkbench.sandbox.runner import Sandbox
 from pytest_shrinkbench.suites.subject import load_subject
+from tests.helpers import MEMORY_SEARCH as SEARCH
+from tests.helpers import needle
 
 METHODS = '''
 import subprocess, sys
@@ -126,3 +128,103 @@ def test_a_server_that_collapsed_its_memory_into_huge_pages_still_gives_every_ch
         answers.append(calls.call(8.0, 0, None).masks)
         calls.close()
     assert all(set(a) == set(answers[0]) and all(torch.equal(a[n], answers[0][n]) for n in a) for a in answers)
+
+
+SEARCHES = SEARCH + '''
+from pytest_shrinkbench import method
+
+@method("searches-memory")
+def searches_memory(ctx):
+    if holds_the_secret():
+        raise RuntimeError("found the harness's secret in its own memory")
+    return ctx.keep_top({n: w.detach().abs() for n, w in ctx.prunable.items()})
+
+
+@method("leaves-a-deep-folder")
+def leaves_a_deep_folder(ctx):
+    """A folder 1,500 levels deep (shutil.rmtree raised RecursionError in the server and ended it)."""
+    folder = os.getcwd()
+    for _ in range(1500):
+        os.mkdir("d")
+        os.chdir("d")
+    os.chdir(folder)
+    raise RuntimeError(f"folder {folder}")
+'''
+
+
+def test_a_dead_server_is_replaced_by_a_fresh_interpreter_holding_nothing_of_the_harness(
+        tmp_path: Path, shrink_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The finding: the harness forked a new server from itself, and a later case found the key in its memory."""
+    import signal
+
+    secret = os.urandom(32)
+    held = [secret, secret.hex()]  # as the harness holds its key: the bytes, and the text read from its file
+    monkeypatch.setenv("SHRINKBENCH_TEST_NEEDLE", needle(secret))
+    (tmp_path / "searches.py").write_text(SEARCHES)
+    box = Sandbox("landlock")
+    box.start()
+    box.discover([tmp_path])
+    case = setup(box, "searches-memory", shrink_cache)
+    pid = os.fork()  # the control: a plain fork of this process finds it
+    if pid == 0:
+        namespace: dict = {}
+        exec(SEARCH, namespace)
+        os._exit(0 if namespace["holds_the_secret"]() else 1)
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0, "the search must find what this process holds"
+    first = box._server.pid
+    os.kill(first, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while box._server.alive and time.monotonic() < deadline:
+        time.sleep(0.05)
+    calls = box.open(case)
+    answer = calls.call(4.0, 0, None)
+    calls.close()
+    assert answer.error is None and set(answer.masks) == set(case.state) - {n for n in case.state if "bias" in n}
+    assert box._server.pid != first and box._server.restarts == 1
+    box.close()
+    assert held  # kept alive (and in this process's memory) until here
+
+
+def test_a_folder_too_deep_for_rmtree_is_removed_and_the_server_lives_on(shrink_cache: Path, tmp_path: Path) -> None:
+    (tmp_path / "searches.py").write_text(SEARCHES)
+    box = Sandbox("landlock")
+    box.start()
+    box.discover([tmp_path])
+    server = box._server.pid
+    calls = box.open(setup(box, "leaves-a-deep-folder", shrink_cache))
+    folder = Path(calls.call(4.0, 0, None).error.rsplit(" ", 1)[1])
+    calls.close()
+    deadline = time.monotonic() + 20
+    while folder.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not folder.exists() and box._server.alive and box._server.pid == server
+    calls = box.open(setup(box, "global-magnitude", shrink_cache))
+    assert calls.call(4.0, 0, None).error is None
+    calls.close()
+    box.close()
+
+
+SLOW_IMPORT = '''
+import os, time
+from pytest_shrinkbench import method
+
+while os.path.exists(os.path.join(os.path.dirname(__file__), "hang-now")):
+    time.sleep(0.05)
+
+@method("slow-import")
+def slow_import(ctx):
+    return ctx.keep_top({n: w.detach().abs() for n, w in ctx.prunable.items()})
+'''
+
+
+def test_a_cases_child_has_the_same_import_deadline_as_discovery(tmp_path: Path, shrink_cache: Path) -> None:
+    (tmp_path / "slow.py").write_text(SLOW_IMPORT)
+    box = Sandbox("landlock", import_timeout=2)
+    box.start()
+    box.discover([tmp_path])
+    (tmp_path / "hang-now").touch()  # from now on, its import never ends
+    calls = box.open(setup(box, "slow-import", shrink_cache))
+    with pytest.raises(CaseFailure, match=r"process did not import the method's module within 2 s \(--shrink-import-timeout\)"):
+        calls.call(4.0, 0, None)
+    calls.close()
+    box.close()
