@@ -112,7 +112,8 @@ def test_a_reply_is_checked_field_by_field(folder: Path) -> None:
     good = {"name": "x", "module": own, "baseline": False, "steps": 1, "regrowth": False, "pattern": None}
     assert [m.name for m in accept(target, {"methods": [good], "suites": []})[0]] == ["x"]
     for bad in ({**good, "origin": "file:/elsewhere.py"}, {**good, "source_hash": "0" * 12}, {**good, "steps": True},
-                {**good, "steps": 0}, {**good, "pattern": "2/4"}, {**good, "pattern": "2:4", "steps": 3}, {**good, "name": "\x1b[2J"}, {**good, "name": "a" * 500}, {**good, "baseline": "yes"}):
+                {**good, "steps": 0}, {**good, "pattern": "2/4"}, {**good, "pattern": "2:4", "steps": 3},
+                {**good, "name": "\x1b[2J"}, {**good, "name": "a" * 500}, {**good, "baseline": "yes"}):
         with pytest.raises(ValueError):
             accept(target, {"methods": [bad], "suites": []})
     for reply in ("not a dict", {"methods": "x", "suites": []}, {"methods": []}):
