@@ -9,7 +9,7 @@ from pytest_shrinkbench import method
 from pytest_shrinkbench.oneshot import keep_fraction, prune_in_order, sparsegpt
 
 
-@method("sparsegpt", baseline=True)
+@method("sparsegpt", baseline=True, calibrated=True)
 def sparsegpt_method(ctx):
     keep = keep_fraction(ctx)
     return prune_in_order(ctx, lambda w, inputs: sparsegpt(w, inputs.hessian(), keep, ctx.pattern), hessian=True)

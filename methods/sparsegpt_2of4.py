@@ -5,7 +5,7 @@ from pytest_shrinkbench import method
 from pytest_shrinkbench.oneshot import keep_fraction, prune_in_order, sparsegpt
 
 
-@method("sparsegpt-2of4", baseline=True, pattern="2:4")
+@method("sparsegpt-2of4", baseline=True, pattern="2:4", calibrated=True)
 def sparsegpt_2of4(ctx):
     keep = keep_fraction(ctx)
     return prune_in_order(ctx, lambda w, inputs: sparsegpt(w, inputs.hessian(), keep, ctx.pattern), hessian=True)

@@ -9,7 +9,7 @@ from pytest_shrinkbench import method
 from pytest_shrinkbench.oneshot import keep_fraction, keep_per_row, prune_in_order, wanda_scores
 
 
-@method("wanda", baseline=True)
+@method("wanda", baseline=True, calibrated=True)
 def wanda(ctx):
     keep = keep_fraction(ctx)
     masks, _ = prune_in_order(ctx, lambda w, inputs: (keep_per_row(wanda_scores(w, inputs), keep, ctx.pattern), None))

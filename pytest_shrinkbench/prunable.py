@@ -296,19 +296,22 @@ def pattern_violation(mask: Tensor, input_dim: int, pattern: tuple[int, int]) ->
             f"the {n}:{m} pattern keeps {n}; {len(bad)} bad group(s) in all")
 
 
+def keep_n_of_m(rows: Tensor, pattern: tuple[int, int]) -> Tensor:
+    """The mask keeping the ``n`` highest scores of every ``m`` consecutive entries of each row of ``rows``
+    (outputs × inputs); all of it when the inputs are not a multiple of ``m`` (left dense)."""
+    n, m = pattern
+    if rows.shape[1] % m:
+        return torch.ones_like(rows, dtype=torch.bool)
+    groups = rows.reshape(rows.shape[0], -1, m)
+    keep = torch.zeros_like(groups, dtype=torch.bool)
+    return keep.scatter_(2, groups.topk(n, dim=2).indices, True).reshape(rows.shape)
+
+
 def keep_pattern(scores: Mapping[str, Tensor], input_dims: Mapping[str, int], pattern: tuple[int, int]) -> dict[str, Tensor]:
     """Masks keeping the ``n`` highest scores of every ``m`` consecutive inputs, on every covered weight (uncovered: dense)."""
-    n, m = pattern
     masks = {}
     for name, score in scores.items():
         dim = input_dims.get(name, 1)
-        if not pattern_covers(score.shape, dim, pattern):
-            masks[name] = torch.ones_like(score, dtype=torch.bool)
-            continue
-        rows = input_rows(score.detach(), dim)
-        groups = rows.reshape(rows.shape[0], -1, m)
-        keep = torch.zeros_like(groups, dtype=torch.bool)
-        keep.scatter_(2, groups.topk(n, dim=2).indices, True)
-        keep = keep.reshape(rows.shape)
+        keep = keep_n_of_m(input_rows(score.detach(), dim), pattern)
         masks[name] = (keep.t() if score.dim() == 2 and dim == 0 else keep).reshape(score.shape).contiguous()
     return masks

@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..prunable import keep_n_of_m
+
 Pattern = tuple[int, int]  # N:M: keep N of every M consecutive weights along the input dimension
 
 
@@ -44,15 +46,11 @@ def keep_per_row(scores: Tensor, keep: float, pattern: Pattern | None = None) ->
     """Masks keeping the highest scores of every output row: ``round(weights × keep)`` in the layer, shared out as
     evenly as rows allow (the first rows keep one more when it does not divide), so small layers hit the budget
     too. With an N:M ``pattern``, the N highest of every M consecutive inputs instead (a layer whose input size
-    is not a multiple of M is left dense, as the harness's patterns are)."""
+    is not a multiple of M is left dense: the harness's own rule, :func:`pytest_shrinkbench.prunable.keep_n_of_m`)."""
+    if pattern is not None:
+        return keep_n_of_m(scores, pattern)
     rows, cols = scores.shape
     mask = torch.zeros_like(scores, dtype=torch.bool)
-    if pattern is not None:
-        n, m = pattern
-        if cols % m:
-            return ~mask
-        groups = scores.reshape(rows, cols // m, m)
-        return mask.view(rows, cols // m, m).scatter_(2, groups.topk(n, dim=2).indices, True).view(rows, cols)
     kept = round(rows * cols * keep)
     per_row = torch.full((rows, 1), kept // rows, device=scores.device)
     per_row[:kept % rows] += 1

@@ -10,7 +10,6 @@ from ..errors import SuiteUnavailable
 from ..identity import CaseSpec, case_key
 from ..measure.latency import latency_inputs, median_seconds
 from ..results.leaderboard import suite_label
-from ..prunable import parse_pattern
 from ..results.schema import LEVEL_LANDLOCK
 from ..run.case import provenance
 from ..run.pruning import not_run
@@ -124,7 +123,7 @@ def shrink_case(
     except Exception as exc:
         raise RuntimeError(f"[{spec.label}] could not load suite {spec.suite!r}: {type(exc).__name__}: {exc}") from exc
     sandbox = request.config.stash[SANDBOX_KEY]
-    reason = not_run(spec.ratio, subject, parse_pattern(sandbox.method(spec.method).pattern))
+    reason = not_run(spec.ratio, subject, sandbox.method(spec.method))
     if reason is not None:
         pytest.skip(f"[{spec.label}] {reason}")
     known = provenance(spec, subject, sandbox)

@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from ..errors import CaseFailure
-from ..prunable import count_parameters, pattern_ratio
+from ..prunable import count_parameters, parse_pattern, pattern_ratio
+from ..sandbox.protocol import MethodInfo
 from ..sandbox.runner import MethodCalls
 from ..suites.subject import Subject
 from .masks import apply_masks, validate_masks, validate_pattern
@@ -18,10 +19,13 @@ from .masks import apply_masks, validate_masks, validate_pattern
 COMPRESSION_TOLERANCE = 0.005
 
 
-def not_run(ratio: float, subject: Subject, pattern: tuple[int, int] | None) -> str | None:
-    """Why a case is skipped rather than run, or None: a pattern method runs only at the ratio its pattern
-    implies, and on the ``model`` basis a ratio the non-prunable parameters alone exceed cannot be reached by any
-    method (on the ``prunable`` basis every ratio can)."""
+def not_run(ratio: float, subject: Subject, method: MethodInfo) -> str | None:
+    """Why a case is skipped rather than run, or None: a method needing calibration runs only on suites that
+    declare it, a pattern method only at the ratio its pattern implies, and on the ``model`` basis a ratio the
+    non-prunable parameters alone exceed cannot be reached by any method (on the ``prunable`` basis every ratio can)."""
+    if method.calibrated and subject.suite.calibration is None:
+        return f"method {method.name} needs calibration windows, which suite {subject.suite.name} does not declare"
+    pattern = parse_pattern(method.pattern)
     if pattern is not None:
         implied = pattern_ratio(pattern)
         if ratio != implied:

@@ -116,7 +116,7 @@ def registered_here() -> list[MethodInfo]:
     """Methods this process registered itself (a ``conftest.py`` pytest imported, a notebook cell): every child
     inherits them. Those of installed modules and method files are discovered in children instead."""
     installed = entry_modules()
-    return [MethodInfo(m.name, "registered", source_hash(m.fn), m.baseline, m.steps, m.regrowth, m.pattern)
+    return [MethodInfo(m.name, "registered", source_hash(m.fn), m.baseline, m.steps, m.regrowth, m.pattern, m.calibrated)
             for m in (METHODS.get(n) for n in METHODS.names())
             if not _under(m.fn.__module__, [*installed, METHOD_FILES_NAMESPACE])]
 
@@ -150,6 +150,10 @@ def _under(module: str, packages: Iterable[str]) -> bool:
     return any(module == p or module.startswith(p + ".") for p in packages)
 
 
+# What a discovery child says of each method, in this order (:func:`describe`); everything else is the harness's own.
+REPLY_FIELDS = ("name", "module", "baseline", "steps", "regrowth", "pattern", "calibrated")
+
+
 def accept(target: str, reply: Any) -> tuple[list[MethodInfo], list[str]]:
     """The methods a discovery child's ``reply`` may name for ``target``, and the suites it says the import
     registered. Raises ValueError for a reply that is not what :func:`describe` sends.
@@ -161,23 +165,23 @@ def accept(target: str, reply: Any) -> tuple[list[MethodInfo], list[str]]:
     kind, _, where = target.partition(":")
     methods = []
     for entry in reply["methods"]:
-        if not isinstance(entry, dict) or set(entry) != {"name", "module", "baseline", "steps", "regrowth", "pattern"}:
+        if not isinstance(entry, dict) or set(entry) != set(REPLY_FIELDS):
             raise ValueError("its reply describes a method with the wrong fields")
-        name, module, baseline, steps, regrowth, pattern = (
-            entry[k] for k in ("name", "module", "baseline", "steps", "regrowth", "pattern"))
+        name, module, baseline, steps, regrowth, pattern, calibrated = (entry[k] for k in REPLY_FIELDS)
         if not valid_name(name) or not isinstance(module, str):
             raise ValueError(f"its reply names a method {printable(repr(name), MAX_NAME_CHARS)}, not a short printable name")
-        if type(baseline) is not bool or type(regrowth) is not bool or type(steps) is not int or steps < 1:
-            raise ValueError(f"its reply gives method {name!r} flags that are not a bool, an int >= 1 and a bool")
+        if any(type(flag) is not bool for flag in (baseline, regrowth, calibrated)) or type(steps) is not int or steps < 1:
+            raise ValueError(f"its reply gives method {name!r} flags that are not bools and an int >= 1")
         try:
             if pattern is not None and (not isinstance(pattern, str) or parse_pattern(pattern) is None or steps > 1):
                 raise ValueError
         except ValueError:
             raise ValueError(f"its reply gives method {name!r} a pattern that is not N:M of a one-shot method") from None
         if kind == "file" and module == file_module(Path(where)):
-            methods.append(MethodInfo(name, target, file_hash(Path(where)), baseline, steps, regrowth, pattern))
+            methods.append(MethodInfo(name, target, file_hash(Path(where)), baseline, steps, regrowth, pattern, calibrated))
         elif kind == "module" and _under(module, [where]):
-            methods.append(MethodInfo(name, f"module:{module}", module_hash(module), baseline, steps, regrowth, pattern))
+            methods.append(MethodInfo(name, f"module:{module}", module_hash(module), baseline, steps, regrowth, pattern,
+                                      calibrated))
         # anything else was registered by a module the target imported: that module's own discovery names it
     suites = [printable(str(s), MAX_NAME_CHARS) for s in reply["suites"][:100]]
     return methods, suites
@@ -210,7 +214,7 @@ def describe(target: str) -> dict[str, Any]:
     defined = [m for m in (METHODS.get(n) for n in METHODS.names())
                if m.fn.__module__ == modules[0] or kind == "module" and _under(m.fn.__module__, modules)]
     return {"methods": [{"name": m.name, "module": m.fn.__module__, "baseline": m.baseline, "steps": m.steps,
-                         "regrowth": m.regrowth, "pattern": m.pattern} for m in defined],
+                         "regrowth": m.regrowth, "pattern": m.pattern, "calibrated": m.calibrated} for m in defined],
             "suites": sorted(set(SUITES.names()) - suites_before)}
 
 

@@ -29,6 +29,7 @@ class Method:
     steps: int = 1  # > 1: gradual, called again during fine-tuning (run.gradual.gradual_schedule)
     regrowth: bool = False  # may a later step keep a weight an earlier step pruned?
     pattern: str | None = None  # "N:M": N kept of every M consecutive weights along each weight's input dimension
+    calibrated: bool = False  # needs ctx.calibration: its cases skip on suites that declare no calibration
 
 
 METHODS: Registry[Method] = Registry("method")
@@ -44,7 +45,7 @@ def source_hash(fn: Callable) -> str:
 
 
 def method(name: str, *, baseline: bool = False, steps: int = 1, regrowth: bool = False,
-           pattern: str | None = None) -> Callable[[MethodFn], MethodFn]:
+           pattern: str | None = None, calibrated: bool = False) -> Callable[[MethodFn], MethodFn]:
     """Register ``fn(ctx) -> masks`` (or ``(masks, new_weights)``) as the method ``name``.
 
     Masks are ``{parameter name: bool tensor}`` with ``True`` = keep, one per ``ctx.prunable``.
@@ -56,6 +57,8 @@ def method(name: str, *, baseline: bool = False, steps: int = 1, regrowth: bool 
     Unless ``regrowth=True``, a weight pruned once must stay pruned.
     ``pattern="2:4"`` declares N:M semi-structured sparsity: the harness checks every mask against it, and
     runs the method only at the ratio the pattern implies (M / N on the layers it covers: x2 for 2:4).
+    ``calibrated=True`` says the method needs ``ctx.calibration`` (Wanda, SparseGPT): on a suite that declares
+    no calibration its cases are skipped with that reason instead of failing.
     """
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"method {name!r}: steps must be an int >= 1, got {steps!r}")
@@ -67,7 +70,7 @@ def method(name: str, *, baseline: bool = False, steps: int = 1, regrowth: bool 
         raise ValueError(f"method {name!r}: a pattern method is one-shot (steps=1): its pattern fixes its one ratio")
 
     def register(fn: MethodFn) -> MethodFn:
-        METHODS.add(name, Method(name, fn, baseline, steps, regrowth, pattern), origin=origin_of(fn))
+        METHODS.add(name, Method(name, fn, baseline, steps, regrowth, pattern, calibrated), origin=origin_of(fn))
         return fn
 
     return register

@@ -63,6 +63,7 @@ class MethodInfo:
     steps: int = 1
     regrowth: bool = False
     pattern: str | None = None
+    calibrated: bool = False
     broken: str = ""
 
     def as_dict(self) -> dict[str, Any]:

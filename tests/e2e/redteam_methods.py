@@ -514,8 +514,8 @@ def forged_description(found):
     """Finding 3: what this file's discovery child says about other files' methods: global magnitude as the
     baseline module's with 10**6 steps, layer magnitude as this file's own."""
     forged = [{"name": "global-magnitude", "module": "pytest_shrinkbench.baselines.global_magnitude", "baseline": True,
-               "steps": 10**6, "regrowth": False, "pattern": None},
-              {"name": "layer-magnitude", "module": __name__, "baseline": True, "steps": 10**6, "regrowth": True, "pattern": None}]
+               "steps": 10**6, "regrowth": False, "pattern": None, "calibrated": False},
+              {"name": "layer-magnitude", "module": __name__, "baseline": True, "steps": 10**6, "regrowth": True, "pattern": None, "calibrated": False}]
     return {**found, "methods": found["methods"] + forged}
 
 

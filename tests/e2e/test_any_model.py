@@ -81,7 +81,7 @@ def three_of_four(ctx):
 def test_a_user_suite_on_transformer_encoder_runs_end_to_end(project: pytest.Pytester) -> None:
     """Raw attention parameters are prunable, an excluded head is not, and 2:4 methods are held to their pattern."""
     project.makeconftest(USER_SUITE)
-    result = project.runpytest_subprocess("--shrink-method=global-magnitude,magnitude-2of4,three-of-four",
+    result = project.runpytest_subprocess("--shrink-method=global-magnitude,row-magnitude-2of4,three-of-four",
                                           "--shrink-suite=seq-encoder", "--shrink-ratios=1,2,4", *RUN)
     result.assert_outcomes(passed=4, failed=1, skipped=4)
     result.stdout.fnmatch_lines([
@@ -89,9 +89,9 @@ def test_a_user_suite_on_transformer_encoder_runs_end_to_end(project: pytest.Pyt
         "group 0 of input row 0 (inputs 0..3) keeps 3 of 4*",
     ])
     rows = {(r["method"], r["ratio"]): r for r in result_rows(project.path / "results")}
-    skipped = rows[("magnitude-2of4", 4.0)]
+    skipped = rows[("row-magnitude-2of4", 4.0)]
     assert skipped["status"] == "skipped" and "runs only at ratio 2, not x4" in skipped["message"]
-    two = rows[("magnitude-2of4", 2.0)]
+    two = rows[("row-magnitude-2of4", 2.0)]
     assert two["status"] == "passed" and two["sparsity_pattern"] == "2:4" and two["pattern_dense"] == []
     assert two["compression"] < 2, "biases, norms and the excluded head stay: the whole model compresses a little under 2"
     assert two["prunable_scope"] is not None
@@ -113,7 +113,7 @@ def test_a_2_of_4_method_keeps_exactly_2_of_every_4_and_leaves_uncovered_layers_
         "            assert m.reshape(m.shape[0], -1, 4).sum(2).eq(2).all(), name\n"
         "    return masks\n"
     )
-    result = project.runpytest_subprocess("--shrink-method=check-2of4,magnitude-2of4", "--shrink-suite=digits-cnn",
+    result = project.runpytest_subprocess("--shrink-method=check-2of4,row-magnitude-2of4", "--shrink-suite=digits-cnn",
                                           "--shrink-ratios=2", *RUN)
     result.assert_outcomes(passed=2)
     rows = rows_by_method(project.path / "results")
@@ -122,4 +122,4 @@ def test_a_2_of_4_method_keeps_exactly_2_of_every_4_and_leaves_uncovered_layers_
         assert row["sparsity_pattern"] == "2:4"
         assert 1.9 < row["compression"] < 2
         assert row["speedup"] > 1.5
-    assert rows["check-2of4"]["top1"] == rows["magnitude-2of4"]["top1"], "the same masks, the same numbers"
+    assert rows["check-2of4"]["top1"] == rows["row-magnitude-2of4"]["top1"], "the same masks, the same numbers"

@@ -84,7 +84,7 @@ def test_a_model_that_cannot_be_shrunk_is_recorded_not_failed(monkeypatch: pytes
 
 def test_a_2_of_4_case_says_why_its_sparse_kernels_were_not_timed_on_a_cpu(project: pytest.Pytester) -> None:
     """2:4 kernels need CUDA: on a CPU the case keeps its verdict and its dense-kernel latency, and says so."""
-    result = project.runpytest_subprocess("--shrink-method=magnitude-2of4", "--shrink-suite=digits-mlp", "--shrink-ratios=2",
+    result = project.runpytest_subprocess("--shrink-method=row-magnitude-2of4", "--shrink-suite=digits-mlp", "--shrink-ratios=2",
                                           "--shrink-seeds=0", "--shrink-latency", *QUICK_TIMING, "-p", "no:randomly")
     result.assert_outcomes(passed=2)
     (row,) = only_run(project.path / "results")

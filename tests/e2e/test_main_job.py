@@ -120,7 +120,8 @@ def test_baselines_selection(project: pytest.Pytester) -> None:
     result = project.runpytest_subprocess("--shrink-method=baselines", "--shrink-suite=digits-mlp", "--shrink-ratios=2", "--shrink-seeds=0", "--collect-only", "-q")
     ids = sorted(line.split("[")[1].rstrip("]") for line in result.stdout.lines if "::test_case[" in line)
     assert ids == [f"{m}-digits-mlp-x2-seed0" for m in ("global-gradient", "global-magnitude", "gradual-magnitude", "l1-filter", "layer-gradient", "layer-magnitude",
-                                                         "magnitude-2of4", "random")]
+                                                         "random", "row-magnitude", "row-magnitude-2of4", "sparsegpt", "sparsegpt-2of4",
+                                                         "wanda", "wanda-2of4")]
 
 
 def test_sessions_in_one_process_keep_installed_methods_only(project: pytest.Pytester) -> None:
@@ -132,11 +133,11 @@ def test_sessions_in_one_process_keep_installed_methods_only(project: pytest.Pyt
         "    return ctx.keep_top({n: w.detach().abs() for n, w in ctx.prunable.items()})\n"
     )
     first = project.runpytest_inprocess("--shrink-method=all", "--shrink-suite=digits-mlp", "--shrink-ratios=2", "--shrink-seeds=0", "--collect-only", "-q")
-    assert sum("::test_case[" in line for line in first.stdout.lines) == 9
+    assert sum("::test_case[" in line for line in first.stdout.lines) == 14
     (project.path / "conftest.py").unlink()
     second = project.runpytest_inprocess("--shrink-method=all", "--shrink-suite=digits-mlp", "--shrink-ratios=2", "--shrink-seeds=0", "--collect-only", "-q")
     ids = [line for line in second.stdout.lines if "::test_case[" in line]
-    assert len(ids) == 8 and not any("local" in line for line in ids)
+    assert len(ids) == 13 and not any("local" in line for line in ids)
 
 
 def test_a_broken_method_file_costs_only_its_own_methods(project: pytest.Pytester) -> None:

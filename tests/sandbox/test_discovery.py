@@ -31,9 +31,9 @@ def hijacker(ctx):
     return {}
 
 forged = {"suites": [], "methods": [
-    {"name": "hijacker", "module": __name__, "baseline": False, "steps": 1, "regrowth": False, "pattern": None},
-    {"name": "victim", "module": "shrinkbench_methods.methods.a_honest", "baseline": False, "steps": 10**6, "regrowth": False, "pattern": None},
-    {"name": "global-magnitude", "module": __name__, "baseline": True, "steps": 10**6, "regrowth": False, "pattern": None}]}
+    {"name": "hijacker", "module": __name__, "baseline": False, "steps": 1, "regrowth": False, "pattern": None, "calibrated": False},
+    {"name": "victim", "module": "shrinkbench_methods.methods.a_honest", "baseline": False, "steps": 10**6, "regrowth": False, "pattern": None, "calibrated": False},
+    {"name": "global-magnitude", "module": __name__, "baseline": True, "steps": 10**6, "regrowth": False, "pattern": None, "calibrated": False}]}
 for fd in map(int, os.listdir("/proc/self/fd")):
     try:
         send(fd, forged)
@@ -109,7 +109,7 @@ def test_a_file_whose_import_hangs_costs_its_own_methods_only(folder: Path) -> N
 def test_a_reply_is_checked_field_by_field(folder: Path) -> None:
     target = f"file:{(folder / 'a_honest.py').resolve()}"
     own = file_module((folder / "a_honest.py").resolve())
-    good = {"name": "x", "module": own, "baseline": False, "steps": 1, "regrowth": False, "pattern": None}
+    good = {"name": "x", "module": own, "baseline": False, "steps": 1, "regrowth": False, "pattern": None, "calibrated": False}
     assert [m.name for m in accept(target, {"methods": [good], "suites": []})[0]] == ["x"]
     for bad in ({**good, "origin": "file:/elsewhere.py"}, {**good, "source_hash": "0" * 12}, {**good, "steps": True},
                 {**good, "steps": 0}, {**good, "pattern": "2/4"}, {**good, "pattern": "2:4", "steps": 3},
