@@ -10,7 +10,7 @@ from ..errors import SuiteUnavailable
 from ..identity import CaseSpec, case_key
 from ..measure.latency import latency_inputs, median_seconds
 from ..results.leaderboard import suite_label
-from ..results.schema import confined_at_least
+from ..results.schema import confined_at_least, walls_cover
 from ..results.signing import key_path, load_key, verify
 from ..results.store import ResultsStore, is_store
 from ..run.case import provenance
@@ -68,7 +68,7 @@ def shrink_stored(pytestconfig: pytest.Config) -> Iterator[Callable[[str], dict[
     """
     config = _config(pytestconfig)
     path = config.store_path if config is not None and config.reuse else None
-    level = pytestconfig.stash[SANDBOX_KEY].level if config is not None else None
+    sandbox = pytestconfig.stash[SANDBOX_KEY] if config is not None else None
     stores: list[ResultsStore] = []
     keys: list[bytes] = []
 
@@ -79,7 +79,9 @@ def shrink_stored(pytestconfig: pytest.Config) -> Iterator[Callable[[str], dict[
             stores.append(ResultsStore(path, readonly=True))
             keys.append(load_key(key_path(config.cache_dir or default_cache_dir())))
         row = stores[0].get(key)
-        if row is None or not verify(row, keys[0]) or not confined_at_least(row.get("sandbox"), level):
+        if row is None or not verify(row, keys[0]) or not confined_at_least(row.get("sandbox"), sandbox.level):
+            return None
+        if not walls_cover(row.get("walls"), sandbox.walls):  # made behind weaker walls than this session's
             return None
         return row
 

@@ -91,6 +91,7 @@ def provenance(spec: CaseSpec, subject: Subject, sandbox: Sandbox) -> dict[str, 
         top1_base=subject.base_top1,
         top5_base=subject.base_top5,
         sandbox=sandbox.level,
+        walls=sandbox.walls,
         **environment(subject.device),
     )
 

@@ -23,6 +23,7 @@ from torch import nn
 from ..errors import CaseFailure
 from ..results.schema import LEVEL_IN_PROCESS, LEVEL_LANDLOCK, LEVEL_PROCESS
 from . import child
+from .contain import Caps
 from .discovery import file_hash, find_methods, precompile
 from .inprocess import InProcessCalls
 from .methods import METHODS, load_installed
@@ -45,9 +46,11 @@ class MethodCalls(Protocol):
 
 class Sandbox:
     """Where methods run: ``mode`` is ``landlock``, ``process`` or ``in-process``; ``hidden`` are paths no
-    method may read (the results store's signing key); ``max_memory`` caps a child's address space (bytes)."""
+    method may read (the cache with the store's signing key, suites' data); ``caps`` limit each case's
+    processes together; ``cuda``: cases may use CUDA (no address-space cap as a fallback for memory)."""
 
-    def __init__(self, mode: str = "landlock", hidden: list[Path] | None = None, max_memory: int | None = None) -> None:
+    def __init__(self, mode: str = "landlock", hidden: list[Path] | None = None, caps: Caps = Caps(),
+                 cuda: bool = False) -> None:
         if mode not in ("landlock", "process", "in-process"):
             raise ValueError(f"unknown sandbox mode {mode!r}")
         self.mode = mode
@@ -58,8 +61,9 @@ class Sandbox:
         self.errors: dict[str, str] = {}  # method files or packages that failed to import
         self.stray_suites: list[str] = []  # suites registered by method files (never seen by the harness)
         self._server = None if mode == "in-process" else ForkServer(
-            child.main, child.prepare, list(hidden or []), self.level == LEVEL_LANDLOCK, max_memory, warm=_warm_up)
+            child.main, child.prepare, list(hidden or []), self.level == LEVEL_LANDLOCK, caps, cuda, warm=_warm_up)
         self._prepared: set[str] = set()  # base models the server holds built
+        self._walls: str | None = None
         self.single_threaded = False  # set when the server was forked from a process with native threads
 
     def start(self) -> None:
@@ -75,6 +79,14 @@ class Sandbox:
     def close(self) -> None:
         if self._server is not None:
             self._server.close()
+
+    @property
+    def walls(self) -> str:
+        """The walls in force around each case's method, as a row records them: sorted names, space-separated
+        (``landlock:7 memory-cap net-namespace ...``; empty in-process). Asked of the server once."""
+        if self._walls is None:
+            self._walls = "" if self._server is None else " ".join(sorted(self._running().walls()))
+        return self._walls
 
     def discover(self, folders: list[Path]) -> None:
         """Find the methods of installed packages, of ``folders`` and of conftest files (imported in a child)."""
@@ -169,6 +181,11 @@ class ChildCalls:
             raise self._failure(f"sent a malformed answer ({exc})") from None
         if not isinstance(answer, Answer):
             raise self._failure(f"sent a {type(answer).__name__}, not an answer")
+        breached = self.sandbox._server.breached(self._child)
+        if breached:  # whatever it answered, it had more than its caps allow along the way
+            child, self._child = self._child, None
+            self.sandbox._server.status(child)  # killed, reaped, its folder and cgroup removed
+            raise CaseFailure(f"method {self.name!r} ran into {' and '.join(breached)}")
         return answer
 
     def _send(self, message: Any) -> None:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from .contain import Caps
 from .serve import MAX_REQUEST, ChildMain, Prepare, kill_group, serve
 
 
@@ -60,9 +61,10 @@ class Child:
 class ForkServer:
     """The harness's handle on its fork server (one per pytest process that runs cases)."""
 
-    def __init__(self, main: ChildMain, prepare: Prepare, hidden: list[Path], landlock: bool, max_memory: int | None,
+    def __init__(self, main: ChildMain, prepare: Prepare, hidden: list[Path], landlock: bool, caps: Caps, cuda: bool = False,
                  warm: Callable[[], None] | None = None) -> None:
-        self._spec = (main, prepare, hidden, landlock, max_memory, warm)
+        self._spec = (main, prepare, hidden, landlock, caps, cuda, warm)
+        self.caps = caps
         self._sock: socket.socket | None = None
         self.pid: int | None = None
 
@@ -97,7 +99,8 @@ class ForkServer:
     def take(self) -> Child:
         """A fresh, walled child, waiting for its first message."""
         reply, (to_child, from_child) = self._ask({"op": "take"})
-        return Child(reply["pid"], to_child, from_child, Path(reply["folder"]) / "output.log")
+        # The folder may be a tmpfs mounted in the server's own mount namespace: seen through the server's root.
+        return Child(reply["pid"], to_child, from_child, Path(f"/proc/{self.pid}/root{reply['folder']}") / "output.log")
 
     def prepare(self, key: str, suite: str, path: Path) -> None:
         """Have the server build ``suite``'s model from the state in ``path`` once, under ``key``: every child
@@ -113,10 +116,20 @@ class ForkServer:
         self._sock.sendall(json.dumps({"op": "release", "pid": child.pid}).encode())
 
     def status(self, child: Child) -> str:
-        """Kill ``child`` (if it is still running), wait for it, and say how it ended."""
+        """Kill ``child`` (if it is still running), wait for it, and say how it ended (a cap it ran into first)."""
         kill_group(child.pid)
         reply, _ = self._ask({"op": "status", "pid": child.pid})
-        return describe(reply["status"])
+        return "; ".join([f"ran into {self.caps.describe(cap)}" for cap in reply["caps"]] + [describe(reply["status"])])
+
+    def breached(self, child: Child) -> list[str]:
+        """The caps ``child``'s processes ran into so far, in words (empty: none)."""
+        reply, _ = self._ask({"op": "caps", "pid": child.pid})
+        return [self.caps.describe(cap) for cap in reply["caps"]]
+
+    def walls(self) -> list[str]:
+        """The walls the server's children run behind, as rows record them (see :mod:`.contain`)."""
+        reply, _ = self._ask({"op": "walls"})
+        return list(reply["walls"])
 
     def close(self) -> None:
         """End the server (it kills what is left of its children), and wait for it."""

@@ -28,9 +28,10 @@ def honest(ctx):
 
 @method("leaves-a-daemon")
 def leaves_a_daemon(ctx):
-    """Starts a process in a new session that would outlive it, and says its pid through an error."""
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"], start_new_session=True)
-    raise RuntimeError(f"daemon {child.pid}")
+    """Starts a process in a new session that would outlive it, and says its pid (as /proc names it) through an error."""
+    child = subprocess.Popen([sys.executable, "-c", "import os, time; print(os.readlink('/proc/self'), flush=True); "
+                              "time.sleep(300)"], start_new_session=True, stdout=subprocess.PIPE)
+    raise RuntimeError(f"daemon {int(child.stdout.readline())}")
 '''
 
 
