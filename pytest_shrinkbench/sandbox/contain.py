@@ -116,7 +116,9 @@ class Containment:
         self._pid_namespace = self._try_pid_namespace()
         if self._pid_namespace is not None:
             self.walls.append(PID_NAMESPACE)
-        self._bases = find_bases()
+        # A v2 folder without controllers only adds cgroup.kill, which a PID namespace makes redundant; moving a
+        # task into a v2 cgroup costs milliseconds (an RCU grace period), so it is used only where it is needed.
+        self._bases = [b for b in find_bases() if b.controllers or self._pid_namespace is None]
         self._no_sockets = NoSockets.prepare()
         if self._no_sockets is not None:
             self.walls.append(NO_SOCKETS)
