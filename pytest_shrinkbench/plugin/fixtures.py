@@ -62,7 +62,7 @@ def shrink_stored(pytestconfig: pytest.Config) -> Iterator[Callable[[str], dict[
     """Look up a passed result by case key in the results store (``None`` when reuse is off or not stored).
 
     A stored row is reused only if the harness signed it (:mod:`pytest_shrinkbench.results.signing`)
-    and its method ran at least as confined as this session's. Each process (worker) reads the store
+    and its method ran at least as confined as this session's, behind walls that cover this session's. Each process (worker) reads the store
     itself: in WAL mode its reads never block the controller's writes. The signing key is read here,
     after the fork server was started, so no method process ever holds it.
     """
