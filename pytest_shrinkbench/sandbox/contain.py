@@ -59,10 +59,11 @@ class Caps:
 
     def describe(self, cap: str) -> str:
         """The cap in words and the setting that sets it, for a failed case's one line."""
-        gib = 2**30
-        return {MEMORY: f"its memory cap ({self.memory / gib:g} GiB over all its processes, --shrink-max-memory)",
-                PIDS: f"its process cap ({self.processes} processes and threads, --shrink-max-processes)",
-                "disk": f"its disk cap ({self.disk / gib:g} GiB in its folder, --shrink-max-disk)"}[cap]
+        if cap == MEMORY:
+            return f"its memory cap ({(self.memory or 0) / 2**30:g} GiB over all its processes, --shrink-max-memory)"
+        if cap == PIDS:
+            return f"its process cap ({self.processes} processes and threads, --shrink-max-processes)"
+        return f"its disk cap ({(self.disk or 0) / 2**30:g} GiB in its folder, --shrink-max-disk)"
 
 
 def _libc() -> ctypes.CDLL:

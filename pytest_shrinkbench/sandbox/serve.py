@@ -151,28 +151,44 @@ def _reap(pid: int, folders: dict[int, Path], spare: int | None, contain: Contai
 
 
 def _kill_strays(keep: set[int]) -> None:
-    """Kill every process that ended up a child of this server (orphans re-parented to the subreaper)
-    other than those in ``keep``, until none is left."""
+    """Kill every process descended from this server (orphans re-parented to the subreaper, and theirs) other
+    than those in ``keep`` and their descendants, until none is left: all levels at once, so that a chain of
+    processes each in a session of its own dies in one pass, not one level per pass."""
     me, deadline = os.getpid(), time.monotonic() + STRAY_SWEEP_SECONDS
-    while time.monotonic() < deadline:  # each pass kills one level of a chain: its next level comes back to us
-        strays = [pid for pid in _children_of(me) if pid not in keep]
+    while time.monotonic() < deadline:
+        strays = _descendants(me, keep)
         if not strays:
             return
         for pid in strays:
             kill_tree(pid)
-            try:
-                os.waitpid(pid, 0)
-            except ChildProcessError:
-                pass
+        for pid in _children_of(me):  # reap what has come back to us; the rest on the next pass
+            if pid not in keep:
+                try:
+                    os.waitpid(pid, os.WNOHANG)
+                except ChildProcessError:
+                    pass
         time.sleep(0.001)
+
+
+def _descendants(root: int, keep: set[int]) -> list[int]:
+    """Every process below ``root`` but the subtrees of ``keep``."""
+    found, todo = [], [root]
+    while todo:
+        for pid in _children_of(todo.pop()):
+            if pid not in keep:
+                found.append(pid)
+                todo.append(pid)
+    return found
 
 
 def _children_of(parent: int) -> list[int]:
     """This process's children, from the kernel's own list when it keeps one, else by scanning /proc."""
-    try:
-        return [int(pid) for pid in Path(f"/proc/{parent}/task/{parent}/children").read_text().split()]
+    try:  # every thread's list: a process forked from a thread is that thread's child
+        return [int(pid) for task in os.scandir(f"/proc/{parent}/task")
+                for pid in Path(task.path, "children").read_text().split()]
     except OSError:
-        pass
+        if not os.path.exists(f"/proc/{parent}") or os.path.exists(f"/proc/{parent}/task/{parent}/children"):
+            return []  # gone meanwhile; only a kernel without the children lists needs the scan below
     found = []
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():
