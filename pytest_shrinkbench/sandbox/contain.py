@@ -2,7 +2,8 @@
 
 The principle: nothing a case's child starts outlives its case, whatever groups or sessions it makes,
 and it gets no more processes, memory or disk than its caps. The robust tools, used where the
-platform gives them (root, or unprivileged user namespaces, or a delegated cgroup):
+platform gives them (root; unprivileged user namespaces give all but the PID namespace; a delegated
+cgroup gives the caps):
 
 - a **PID namespace per child**: the child is the init of its own namespace, so when it dies the kernel
   kills every process in it, and nothing in it can join the harness's process group or signal it;
@@ -158,12 +159,19 @@ class Containment:
               f"mounting a tmpfs on {folder}")
 
     def _try_pid_namespace(self) -> int | None:
-        """A descriptor of this process's PID namespace if it may make new ones (and return to its own after)."""
+        """A descriptor of this process's PID namespace if it may make new ones and return to its own after.
+
+        Tried in a throwaway child: a namespace made but not left again (``setns`` back needs rights over the
+        namespace's owner, which a user namespace of our own does not give) would take every later fork."""
         try:
             own = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
             return None
-        if self._libc.unshare(_CLONE_NEWPID) == 0 and self._libc.setns(own, _CLONE_NEWPID) == 0:
+        probe = os.fork()
+        if probe == 0:
+            os._exit(0 if self._libc.unshare(_CLONE_NEWPID) == 0 and self._libc.setns(own, _CLONE_NEWPID) == 0 else 1)
+        _, status = os.waitpid(probe, 0)
+        if status == 0:
             return own
         os.close(own)
         return None
