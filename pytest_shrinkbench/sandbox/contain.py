@@ -121,6 +121,8 @@ class Containment:
         # A v2 folder without controllers only adds cgroup.kill, which a PID namespace makes redundant; moving a
         # task into a v2 cgroup costs milliseconds (an RCU grace period), so it is used only where it is needed.
         self._bases = [b for b in find_bases() if b.controllers or self._pid_namespace is None]
+        for base in self._bases:
+            remove_stale(base.path)
         self._no_sockets = NoSockets.prepare()
         if self._no_sockets is not None:
             self.walls.append(NO_SOCKETS)
@@ -289,6 +291,18 @@ class Containment:
     def address_space(self, cuda: bool) -> int | None:
         """The per-process address-space cap, where no cgroup caps memory and the case does not use CUDA."""
         return None if self._memory_cgroup or cuda or self.caps.memory is None else self.caps.memory
+
+
+def remove_stale(folder: Path) -> None:
+    """Remove the case cgroups a server that died without cleaning up left under ``folder`` (its pid is in the
+    name: ``shrinkbench-<server pid>-...``); a folder still holding processes is not removed (rmdir refuses)."""
+    for stale in folder.glob("shrinkbench-*-*"):
+        owner = stale.name.split("-")[1]
+        if owner.isdigit() and not os.path.exists(f"/proc/{owner}"):
+            try:
+                stale.rmdir()
+            except OSError:
+                pass
 
 
 def kill_tree(pid: int) -> None:

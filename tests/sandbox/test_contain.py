@@ -18,7 +18,7 @@ import pytest
 from pytest_shrinkbench.results.schema import walls_cover
 from pytest_shrinkbench.sandbox import environment
 from pytest_shrinkbench.sandbox.cgroups import PIDS, CaseCgroup, find_bases
-from pytest_shrinkbench.sandbox.contain import Caps
+from pytest_shrinkbench.sandbox.contain import Caps, remove_stale
 from pytest_shrinkbench.sandbox.seccomp import NoSockets
 from pytest_shrinkbench.sandbox.serve import PR_SET_CHILD_SUBREAPER, STRAY_SWEEP_SECONDS, _kill_strays, prctl
 
@@ -176,3 +176,13 @@ def test_a_row_covers_a_session_when_it_has_every_wall_and_a_landlock_abi_at_lea
     assert not walls_cover("environment landlock:7", session)  # no PID namespace
     assert not walls_cover(None, session)  # an older row: its walls are unknown
     assert walls_cover(None, "") and walls_cover("", "")  # the debugging mode has none to cover
+
+
+def test_case_cgroups_a_dead_server_left_behind_are_removed_and_live_ones_kept(tmp_path: Path) -> None:
+    """A server killed with its harness cannot clean up; the next one removes what it left (empty folders)."""
+    dead = tmp_path / "shrinkbench-999999999-shrinkbench-child-x"
+    live = tmp_path / f"shrinkbench-{os.getpid()}-shrinkbench-child-y"
+    dead.mkdir()
+    live.mkdir()
+    remove_stale(tmp_path)
+    assert not dead.exists() and live.exists()
