@@ -109,12 +109,17 @@ def traced(model: nn.Module, shape: tuple[int, ...]) -> tuple[Trace, dict[str, t
 
 
 # Method code that searches its own process's memory for a secret (a signing key), knowing only its first bytes and
-# its hash (SHRINKBENCH_TEST_NEEDLE): the secret itself is never handed to the process searched.
+# its hash (SHRINKBENCH_TEST_NEEDLE, or needle.json beside the method file): the secret itself is never handed to the
+# process searched.
 MEMORY_SEARCH = '''
 import hashlib, json, os
 
 def holds_the_secret():
-    needle = json.loads(os.environ["SHRINKBENCH_TEST_NEEDLE"])
+    needle = os.environ.get("SHRINKBENCH_TEST_NEEDLE")
+    if needle is None:  # a walled child gets an allow-listed environment: the test leaves the needle beside the method
+        with open(os.path.join(os.path.dirname(__file__), "needle.json")) as handle:
+            needle = handle.read()
+    needle = json.loads(needle)
     prefix, digest = bytes.fromhex(needle["prefix"]), needle["digest"]
     with open("/proc/self/maps") as maps, open("/proc/self/mem", "rb", buffering=0) as mem:
         for line in maps:

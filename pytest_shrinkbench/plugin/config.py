@@ -140,8 +140,6 @@ def parse(config: pytest.Config, known_methods: Mapping[str, Any]) -> ShrinkConf
     if latency:
         _check_latency_timing(config)
     max_memory = value(config, "shrink_max_memory")
-    if max_memory is not None and subjects["device"] == "cuda":
-        raise pytest.UsageError("shrinkbench: --shrink-max-memory caps address space, which CUDA needs far more of; use it with --shrink-device=cpu")
     sandbox = value(config, "shrink_sandbox")
     optional = {name: value(config, name) for name in ("shrink_report", "shrink_save_baseline")}
     return ShrinkConfig(

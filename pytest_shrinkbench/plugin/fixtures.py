@@ -10,7 +10,6 @@ from ..errors import SuiteUnavailable
 from ..identity import CaseSpec, case_key
 from ..measure.latency import latency_inputs, median_seconds
 from ..results.leaderboard import suite_label
-from ..results.schema import LEVEL_LANDLOCK
 from ..run.case import provenance
 from ..run.pruning import not_run
 from ..suites.subject import Subject, load_subject
@@ -62,12 +61,13 @@ def shrink_stored(pytestconfig: pytest.Config) -> Iterator[StoredRows]:
     """Look up a passed result by case key in the results store (``None`` when reuse is off or not stored).
 
     A stored row is reused only if the harness signed it (:mod:`pytest_shrinkbench.results.signing`)
-    and its method ran at least as confined as this session's (:class:`.reuse.StoredRows`).
+    and its method ran at least as confined as this session's, behind walls that cover this session's
+    (:class:`.reuse.StoredRows`).
     """
     config = _config(pytestconfig)
     stored = StoredRows(config.store_path if config is not None and config.reuse else None,
                         config.cache_dir if config is not None else None,
-                        pytestconfig.stash[SANDBOX_KEY].level if config is not None else LEVEL_LANDLOCK)
+                        pytestconfig.stash[SANDBOX_KEY] if config is not None else None)
     yield stored
     stored.close()
 

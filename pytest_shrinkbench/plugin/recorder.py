@@ -8,7 +8,7 @@ crashes are already on disk.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 
@@ -28,8 +28,9 @@ from .wire import case_of, row_of
 class Recorder:
     """Rows of this session, in the order their cases ended, and where they go."""
 
-    def __init__(self, config: ShrinkConfig, key: bytes | None) -> None:
+    def __init__(self, config: ShrinkConfig, key: bytes | None, walls: Callable[[], str] = str) -> None:
         self.config, self.key = config, key
+        self.walls = walls  # the walls this session's methods run behind (asked of the sandbox when needed)
         self.file = ResultsFile(config.results_dir)
         self.cases = {case.id: case for case in config.cases()}
         self.store = ResultsStore(config.store_path) if config.store_path is not None else None
@@ -80,7 +81,8 @@ class Recorder:
 
     def _finish(self) -> None:
         entries = aggregate(self.file.rows)
-        self.confinement = confinement(self.file.rows, self.config.require_sandbox)
+        self.confinement = confinement(self.file.rows, self.config.require_sandbox,
+                                       self.walls() if self.config.require_sandbox else "")
         if self.config.baseline is not None:
             expected, setup = gate.load_baseline(self.config.baseline)  # checked when options were parsed
             self.gate = gate.compare(entries, expected, points=self.config.tolerance_points,

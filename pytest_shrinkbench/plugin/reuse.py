@@ -26,24 +26,27 @@ import pytest
 from filelock import FileLock
 
 from ..identity import case_key
-from ..results.schema import confined_at_least
+from ..results.schema import LEVEL_LANDLOCK, confined_at_least, walls_cover
 from ..results.signing import key_path, load_key, sign, verify
 from ..results.store import ResultsStore, is_store
 from ..run.reuse import SHARED_FIELDS, SharedMeasurements
+from ..sandbox.runner import Sandbox
 from ..suites.subject import default_cache_dir
 
 EXCHANGE_KEY = "shrinkbench_measurements"  # workerinput: the session's folder of shared measurements
 
 
 class StoredRows:
-    """Passed rows of the results store that the harness signed, from methods at least as confined as ``level``.
+    """Passed rows of the results store that the harness signed, from methods at least as confined as ``sandbox``'s
+    and behind walls that cover its walls (a row made where TCP or signals were open is not this session's equal).
+    Without a sandbox (no benchmark session): the strongest level and no walls asked for.
 
     Each process (worker) reads the store itself: in WAL mode its reads never block the controller's writes.
     The signing key is read at first use, after the fork server was started, so no method process holds it.
     """
 
-    def __init__(self, path: Path | None, cache_dir: Path | None, level: str) -> None:
-        self.path, self.cache_dir, self.level = path, cache_dir, level
+    def __init__(self, path: Path | None, cache_dir: Path | None, sandbox: Sandbox | None) -> None:
+        self.path, self.cache_dir, self.sandbox = path, cache_dir, sandbox
         self._store: ResultsStore | None = None
         self._key: bytes | None = None
 
@@ -59,7 +62,8 @@ class StoredRows:
         return self._store
 
     def trusted(self, row: dict[str, Any]) -> bool:
-        return verify(row, self.key) and confined_at_least(row.get("sandbox"), self.level)
+        level, walls = (self.sandbox.level, self.sandbox.walls) if self.sandbox is not None else (LEVEL_LANDLOCK, "")
+        return verify(row, self.key) and confined_at_least(row.get("sandbox"), level) and walls_cover(row.get("walls"), walls)
 
     def __call__(self, key: str) -> dict[str, Any] | None:
         """The stored row of case ``key``, or None."""

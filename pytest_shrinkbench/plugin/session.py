@@ -17,9 +17,11 @@ import torch
 
 from ..results.schema import LEVEL_IN_PROCESS, LEVEL_LANDLOCK, LEVEL_PROCESS
 from ..results.signing import key_path, load_key
+from ..sandbox.contain import Caps
 from ..sandbox.methods import forget_session_methods
 from ..sandbox.runner import Sandbox
 from ..suites import user as user_suites
+from ..suites.hidden import embedded_data
 from ..suites.subject import default_cache_dir
 from . import devices, terminal
 from .config import CONFIG_KEY, SANDBOX_KEY, ShrinkConfig, method_folders, parse
@@ -61,7 +63,8 @@ def start(config: pytest.Config) -> None:
     terminal.register(config, shrink, worker=is_worker(config))
     if not is_worker(config):
         _warn_once(config, sandbox)
-        config.pluginmanager.register(Recorder(shrink, _signing_key(shrink)), "shrinkbench-recorder")
+        config.pluginmanager.register(Recorder(shrink, _signing_key(shrink), walls=lambda: sandbox.walls),
+                                      "shrinkbench-recorder")
         _end_on_sigterm(config)
 
 
@@ -75,17 +78,29 @@ def _signing_key(shrink: ShrinkConfig) -> bytes | None:
 
 def _start_sandbox(config: pytest.Config) -> Sandbox:
     """The process's sandbox, its server forked now, its methods discovered (or received from the controller)."""
-    cache = value(config, "shrink_cache")
-    hidden = [key_path(under(config.rootpath, cache) if cache else default_cache_dir())]
-    memory = value(config, "shrink_max_memory")
-    sandbox = Sandbox(value(config, "shrink_sandbox"), hidden, int(memory * 2**30) if memory else None,
-                      value(config, "shrink_import_timeout"))
+    sandbox = Sandbox(value(config, "shrink_sandbox"), hidden_paths(config), caps(config),
+                      cuda=value(config, "shrink_device") != "cpu", import_timeout=value(config, "shrink_import_timeout"))
     sandbox.start()
     if is_worker(config):
         sandbox.receive(config.workerinput[CATALOGUE_KEY])
     else:
         sandbox.discover(method_folders(config))
     return sandbox
+
+
+def hidden_paths(config: pytest.Config) -> list[Path]:
+    """What no method may read: the cache (base models, decoded data, the signing key), the data root, the
+    embedded suites' data files and the paths the ini names (``shrink_hidden_paths``)."""
+    cache, data = value(config, "shrink_cache"), value(config, "shrink_data_root")
+    hidden = [under(config.rootpath, cache) if cache else default_cache_dir()]  # its keys/ folder holds the key
+    hidden += [under(config.rootpath, data)] if data else []
+    return hidden + embedded_data() + [Path(p) for p in config.getini("shrink_hidden_paths")]
+
+
+def caps(config: pytest.Config) -> Caps:
+    """A case's caps, from the settings (plugin/settings.py declares each, with its default)."""
+    return Caps(memory=int(value(config, "shrink_max_memory") * 2**30), processes=value(config, "shrink_max_processes"),
+                disk=int(value(config, "shrink_max_disk") * 2**30))
 
 
 def _warn_once(config: pytest.Config, sandbox: Sandbox) -> None:

@@ -122,8 +122,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("shrink_import_timeout", "--shrink-import-timeout", "seconds a method file or module may take to import, "
             "at discovery (each file in a child of its own) and in each case's child; a file past it is reported "
             "and its methods' cases fail (0: no limit)", default="120", parse=_one(float, 0)),
-    Setting("shrink_max_memory", "--shrink-max-memory", "GiB of address space a method's child process may use; "
-            "an allocation beyond it fails its case (CPU only: CUDA reserves far more)", parse=_one(float, 0.1)),
+    Setting("shrink_max_memory", "--shrink-max-memory", "GiB of memory a case's method may use over all of its processes "
+            "(a cgroup's memory.max; where the fork server cannot make cgroups, each process's address space, CPU only); "
+            "past it the case fails", default="8", parse=_one(float, 0.1)),
     Setting("shrink_sandbox", "--shrink-sandbox", "where method code runs: 'landlock' (a disposable child process per "
             "case behind Landlock walls; 'process' where the kernel lacks Landlock, said once per session), 'process' "
             "(a child process, no walls) or 'in-process' (for debuggers: its rows are unverified)", default="landlock",
@@ -158,6 +159,15 @@ SETTINGS: tuple[Setting, ...] = (
             default="64", parse=_one(int, 1)),
     Setting("shrink_progress", "--shrink-progress", "seconds between progress lines (per suite: cases done / total; "
             "elapsed; estimated time left); 0: none; -q shows none", default="20", parse=_one(float, 0)),
+    # Round 3 (part B): caps on a case's processes and what a method may read
+    Setting("shrink_max_processes", "--shrink-max-processes", "processes and threads a case's method may run at once "
+            "(a cgroup's pids.max; without one, RLIMIT_NPROC, which root ignores); a fork past it fails the case",
+            default="512", parse=_one(int, 16)),
+    Setting("shrink_max_disk", "--shrink-max-disk", "GiB a case's method may write to its private folder (a tmpfs of "
+            "its own where the fork server may mount one, else per file); past it the case fails", default="0.25",
+            parse=_one(float, 0.001)),
+    Setting("shrink_hidden_paths", None, "more paths no method may read, like the cache, the data root and the "
+            "embedded suites' data files (a held-out set of your own)", kind="paths"),
     Setting("shrink_method_dirs", None, "more folders whose *.py files hold methods (methods/ under the rootdir is "
             "always searched)", kind="paths"),
 )

@@ -27,7 +27,7 @@ from tabulate import tabulate
 from .. import metrics
 from ..identity import protocol_differences
 from .leaderboard import Entry, board_label, board_of, mean, std
-from .schema import LEVEL_IN_PROCESS, REQUIRABLE, confined_at_least
+from .schema import LEVEL_IN_PROCESS, REQUIRABLE, confined_at_least, walls_cover
 
 BASELINE_FORMAT = "pytest-shrinkbench baseline"
 BASELINE_VERSION = 1
@@ -60,7 +60,7 @@ def baseline_document(entries: list[Entry], rows: list[dict[str, Any]] | None = 
     """The baseline file's content: every ranked entry (failed or skipped ones are not expected values)."""
     setups: dict[str, dict[str, list[str]]] = {}
     for row in rows or []:
-        suite = setups.setdefault(row["suite"], {"base_sha256": [], "recipe_hash": [], "torch": []})
+        suite = setups.setdefault(row["suite"], {"base_sha256": [], "recipe_hash": [], "torch": [], "walls": []})
         for name in suite:
             if row.get(name) is not None and row[name] not in suite[name]:
                 suite[name].append(row[name])
@@ -196,7 +196,7 @@ def compare(
     if setup and rows:
         seen: dict[str, dict[str, set]] = {}
         for row in rows:
-            for name in ("base_sha256", "recipe_hash", "torch"):
+            for name in ("base_sha256", "recipe_hash", "torch", "walls"):
                 if row.get(name) is not None:
                     seen.setdefault(row["suite"], {}).setdefault(name, set()).add(row[name])
         for suite, names in sorted(seen.items()):
@@ -231,18 +231,25 @@ def _shown(protocol: dict[str, Any] | None, name: str) -> str:
     return "-" if protocol is None or name not in protocol else str(protocol[name])
 
 
-def confinement(rows: list[dict[str, Any]], required: str | None) -> list[str]:
+def confinement(rows: list[dict[str, Any]], required: str | None, walls: str = "") -> list[str]:
     """``--shrink-require-sandbox``: one line per kind of shortfall when some row's method ran less confined
-    than ``required`` (``landlock`` or ``process``); empty when all is well or nothing is required."""
+    than ``required`` (``landlock`` or ``process``), or behind weaker walls than ``walls`` (the session's own);
+    empty when all is well or nothing is required."""
     if required is None:
         return []
     level = REQUIRABLE[required]
-    short = [r for r in rows if r.get("status") != "skipped" and not confined_at_least(r.get("sandbox"), level)]
-    if not short:
-        return []
-    kinds = sorted({str(r.get("sandbox")) for r in short})
-    return [f"shrinkbench: --shrink-require-sandbox={required}: {len(short)} of {len(rows)} cases ran at "
-            f"{', '.join(kinds)}, below {level}; the session fails"]
+    ran = [r for r in rows if r.get("status") != "skipped"]
+    short = [r for r in ran if not confined_at_least(r.get("sandbox"), level)]
+    lines = []
+    if short:
+        kinds = sorted({str(r.get("sandbox")) for r in short})
+        lines.append(f"shrinkbench: --shrink-require-sandbox={required}: {len(short)} of {len(rows)} cases ran at "
+                     f"{', '.join(kinds)}, below {level}; the session fails")
+    weaker = [r for r in ran if r not in short and not walls_cover(r.get("walls"), walls)]
+    if weaker:
+        lines.append(f"shrinkbench: --shrink-require-sandbox={required}: {len(weaker)} of {len(rows)} cases ran behind "
+                     f"weaker walls than this session's ({walls}); the session fails")
+    return lines
 
 
 def _value(value: float, metric: metrics.Metric) -> str:

@@ -103,6 +103,10 @@ FIELDS: tuple[Field, ...] = (
           "weights after pruning, environment); null for gradual methods"),
     Field("shared_from", "case key of the row whose measurements (accuracy, FLOPs) this row took instead of "
           "fine-tuning the same pruned model again; null when measured by this case"),
+    # Round 3 (part B): the walls in force
+    Field("walls", "the walls around the method's processes, space-separated: `landlock:N` (its ABI), `pid-namespace`, "
+          "`net-namespace`, `no-sockets`, `environment`, `hidden-data`, `memory-cap`, `process-cap`, `disk-cap` "
+          "(docs/trust.md); a stored row is reused only by a session whose walls it covers", junit=True),
 )
 NAMES: tuple[str, ...] = tuple(f.name for f in FIELDS)
 # How confined a row's method was (the ``sandbox`` field's values), weakest first.
@@ -119,6 +123,15 @@ _KNOWN = frozenset(NAMES)
 def confined_at_least(level: str | None, required: str) -> bool:
     """Whether a row's ``sandbox`` level is ``required`` or stronger (a row without one — older versions — is not)."""
     return level in SANDBOX_LEVELS and SANDBOX_LEVELS.index(level) >= SANDBOX_LEVELS.index(required)
+
+
+def walls_cover(recorded: str | None, required: str) -> bool:
+    """Whether a row made behind ``recorded`` walls was at least as walled as a session behind ``required``: every
+    wall of the session is in the row, a Landlock ABI at least as high. A row without the field (older versions)
+    covers only a session with no walls."""
+    have = set((recorded or "").split())
+    abi = max((int(w.partition(":")[2]) for w in have if w.startswith("landlock:")), default=0)
+    return all(int(w.partition(":")[2]) <= abi if w.startswith("landlock:") else w in have for w in required.split())
 
 
 def make_row(values: dict[str, Any]) -> dict[str, Any]:

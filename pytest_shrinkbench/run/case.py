@@ -102,6 +102,7 @@ def provenance(spec: CaseSpec, subject: Subject, sandbox: Sandbox) -> dict[str, 
         compression_basis=subject.suite.compression_basis,
         **({"protocol": protocol, "protocol_hash": protocol_hash(protocol)} if protocol is not None else {}),
         sandbox=sandbox.level,
+        walls=sandbox.walls,
         **environment(subject.device),
     ) | scope
 

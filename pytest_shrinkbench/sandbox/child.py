@@ -21,11 +21,12 @@ from torch import nn
 
 from ..suites.registry import SUITES
 from .calling import answer_call, case_context
+from .contain import Containment
 from .context import PruneContext
 from .discovery import describe, load_method
 from .protocol import Answer, Call, Discover, Ready, Setup, decode, receive, send
 from .serve import PR_SET_PDEATHSIG, prctl
-from .walls import Walls
+from .walls import Walls, limit_memory
 
 # Base models the fork server built once per subject (key: the base weights' identity); children inherit them.
 PREPARED: dict[str, nn.Module] = {}
@@ -33,12 +34,15 @@ PREPARED: dict[str, nn.Module] = {}
 SCRATCH_VARIABLES = ("TMPDIR", "TMP", "TEMP", "XDG_CACHE_HOME", "TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR", "MPLCONFIGDIR")
 
 
-def main(to_read: int, to_write: int, log: int, folder: Path, walls: Walls, max_memory: int | None) -> NoReturn:
+def main(to_read: int, to_write: int, log: int, folder: Path, walls: Walls, contain: Containment) -> NoReturn:
     """The child's whole life: walls up, then one discovery or one case's calls. Never returns."""
     status = 0
     try:
-        _walls_up(log, walls, folder, max_memory)
+        _walls_up(log, walls, folder, contain)
         first = receive(to_read)
+        address_space = contain.address_space(cuda=isinstance(first, Setup) and first.device != "cpu")
+        if address_space is not None:
+            limit_memory(address_space)
         if isinstance(first, Discover):
             send(to_write, describe(first.target))
         elif isinstance(first, Setup):
@@ -57,7 +61,7 @@ def main(to_read: int, to_write: int, log: int, folder: Path, walls: Walls, max_
         os._exit(status)
 
 
-def _walls_up(log: int, walls: Walls, folder: Path, max_memory: int | None) -> None:
+def _walls_up(log: int, walls: Walls, folder: Path, contain: Containment) -> None:
     """Become a disposable, walled process: own process group, output to the case's log, scratch files in
     the private folder, then the walls (irreversible). It inherits no descriptor of the harness: the fork
     server closed them all before it forked anything."""
@@ -78,7 +82,8 @@ def _walls_up(log: int, walls: Walls, folder: Path, max_memory: int | None) -> N
         os.environ[name] = str(folder)
     tempfile.tempdir = str(folder)
     os.chdir(folder)
-    walls.apply(folder, max_memory)
+    contain.enter_child()
+    walls.apply(folder)
 
 
 def prepare(key: str, suite: str, path: Path) -> str | None:

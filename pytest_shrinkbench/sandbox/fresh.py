@@ -35,7 +35,7 @@ def conftests() -> list[tuple[str, str]]:
 
 def spawn(sock: socket.socket, spec: dict[str, Any]) -> int:
     """Start a fresh server on ``sock`` (its end of the control socket) with ``spec`` (hidden paths, walls,
-    memory cap, sys.path, conftest modules); its pid. The socket becomes its descriptor 3."""
+    caps, sys.path, conftest modules); its pid. The socket becomes its descriptor 3."""
     actions = [(os.POSIX_SPAWN_DUP2, sock.fileno(), SOCKET_FD)]
     argv = [sys.executable, "-m", __name__, json.dumps(spec)]
     return os.posix_spawn(sys.executable, argv, dict(os.environ), file_actions=actions)
@@ -63,6 +63,7 @@ def main(argv: list[str]) -> None:
     sys.path[:] = spec["path"]
     from ..suites import user as user_suites
     from . import child
+    from .contain import Caps
     from .runner import _warm_up
     from .serve import serve
 
@@ -73,7 +74,8 @@ def main(argv: list[str]) -> None:
         except Exception:  # noqa: BLE001  (a conftest that only imports under pytest: its suites' cases fail in children)
             pass
     sock = socket.socket(fileno=SOCKET_FD)
-    serve(sock, child.main, child.prepare, [Path(h) for h in spec["hidden"]], spec["landlock"], spec["max_memory"], _warm_up)
+    serve(sock, child.main, child.prepare, [Path(h) for h in spec["hidden"]], spec["landlock"], Caps(**spec["caps"]), spec["cuda"],
+          _warm_up)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from ..errors import CaseFailure
 from ..results.schema import LEVEL_IN_PROCESS, LEVEL_LANDLOCK, LEVEL_PROCESS
 from ..suites.registry import SUITES
 from . import child
+from .contain import Caps
 from .discovery import IMPORT_TIMEOUT, MAX_REPLY_BYTES, accept, file_hash, planned_names, precompile, registered_here, targets
 from .inprocess import InProcessCalls
 from .methods import METHODS
@@ -59,15 +60,16 @@ class MethodCalls(Protocol):
 
 class Sandbox:
     """Where methods run: ``mode`` is ``landlock``, ``process`` or ``in-process``; ``hidden`` are paths no
-    method may read (the results store's signing key); ``max_memory`` caps a child's address space (bytes);
+    method may read (the cache with the store's signing key, suites' data); ``caps`` limit each case's
+    processes together; ``cuda``: cases may use CUDA (no address-space cap as a fallback for memory);
     ``import_timeout`` is the seconds a method file or module may take to import (0: no limit).
 
     In the ``in-process`` mode, discovery still imports each method file in a walled child of its own
     (the server exists for that, and ends with it): this process imports only the module of a method it
     runs, at its first case, so a debugging session runs no other file's code."""
 
-    def __init__(self, mode: str = "landlock", hidden: list[Path] | None = None, max_memory: int | None = None,
-                 import_timeout: float = IMPORT_TIMEOUT) -> None:
+    def __init__(self, mode: str = "landlock", hidden: list[Path] | None = None, caps: Caps = Caps(),
+                 cuda: bool = False, import_timeout: float = IMPORT_TIMEOUT) -> None:
         if mode not in ("landlock", "process", "in-process"):
             raise ValueError(f"unknown sandbox mode {mode!r}")
         self.mode = mode
@@ -78,8 +80,9 @@ class Sandbox:
         self.methods: dict[str, MethodInfo] = {}
         self.errors: dict[str, str] = {}  # method files or packages that failed to import, or names claimed twice
         self.stray_suites: list[str] = []  # suites registered by method files (never seen by the harness)
-        self._server = ForkServer(child.main, child.prepare, list(hidden or []), self.abi > 0, max_memory, warm=_warm_up)
+        self._server = ForkServer(child.main, child.prepare, list(hidden or []), self.abi > 0, caps, cuda, warm=_warm_up)
         self._prepared: set[str] = set()  # base models the server holds built
+        self._walls: str | None = None
         self.single_threaded = False  # set when the server was forked from a process with native threads
 
     def start(self) -> None:
@@ -94,6 +97,14 @@ class Sandbox:
 
     def close(self) -> None:
         self._server.close()
+
+    @property
+    def walls(self) -> str:
+        """The walls in force around each case's method, as a row records them: sorted names, space-separated
+        (``landlock:7 memory-cap net-namespace ...``; empty in-process). Asked of the server once."""
+        if self._walls is None:
+            self._walls = "" if self._server is None else " ".join(sorted(self._running().walls()))
+        return self._walls
 
     def discover(self, folders: list[Path]) -> None:
         """Find the methods of installed packages, of ``folders`` and of conftest files: each package module and
@@ -264,6 +275,11 @@ class ChildCalls:
             raise self._failure(f"sent a malformed answer ({exc})") from None
         if not isinstance(message, kind):
             raise self._failure(f"sent a {type(message).__name__}, not {'an answer' if kind is Answer else 'word of its import'}")
+        breached = self.sandbox._server.breached(self._child) if kind is Answer else []
+        if breached:  # whatever it answered, it had more than its caps allow along the way
+            child, self._child = self._child, None
+            self.sandbox._server.status(child)  # killed, reaped, its folder and cgroup removed
+            raise CaseFailure(f"method {self.name!r} ran into {' and '.join(breached)}")
         return message
 
     def _send(self, message: Any) -> None:

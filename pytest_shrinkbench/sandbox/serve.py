@@ -9,7 +9,6 @@ import os
 import signal
 import socket
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,17 +16,20 @@ from typing import Callable
 
 import torch
 
+from ..results.schema import LEVEL_LANDLOCK
 from .cleanup import remove_tree
+from .contain import HIDDEN_DATA, Caps, Containment, kill_tree
 from .hugepages import COLLAPSE_EVERY, collapse_private_memory
 from .walls import Walls
 
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 MAX_REQUEST = 1 << 16
+STRAY_SWEEP_SECONDS = 10  # without a PID namespace: how long the server hunts what a child left behind
 
 # A child's entry point: (its two pipe ends, its output file (no name: see _output_file), its private folder, the walls,
-# the memory cap) -> never returns.
-ChildMain = Callable[[int, int, int, Path, Walls, "int | None"], None]
+# its containment) -> never returns.
+ChildMain = Callable[[int, int, int, Path, Walls, Containment], None]
 # Builds what every later child inherits from a prepared file (the base model of a subject); returns an error or None.
 Prepare = Callable[[str, str, Path], "str | None"]
 
@@ -39,13 +41,8 @@ def prctl(option: int, value: int) -> None:
 
 
 def kill_group(pid: int) -> None:
-    """SIGKILL a child's process group (its subprocesses too), or the child alone if it has no group yet."""
-    for kill in (os.killpg, os.kill):
-        try:
-            kill(pid, signal.SIGKILL)
-            return
-        except (ProcessLookupError, PermissionError):
-            continue
+    """SIGKILL a child and its process group (its subprocesses too): the child dies even if it left its group."""
+    kill_tree(pid)
 
 
 @dataclass
@@ -62,7 +59,7 @@ class _Spare:
 
 
 def serve(sock: socket.socket, main: ChildMain, prepare: Prepare, hidden: list[Path], landlock: bool,
-           max_memory: int | None, warm: Callable[[], None] | None) -> None:
+          caps: Caps, cuda: bool, warm: Callable[[], None] | None) -> None:
     """The server's loop, until the harness closes the socket."""
     _close_other_fds({sock.fileno()})
     _quiet_stdio()
@@ -71,13 +68,15 @@ def serve(sock: socket.socket, main: ChildMain, prepare: Prepare, hidden: list[P
     prctl(PR_SET_CHILD_SUBREAPER, 1)
     if os.getppid() == 1:
         return  # the harness is already gone
+    contain = Containment.enter(caps, cuda)  # namespaces, cgroups, the scrubbed environment: before any fork
     walls = Walls.prepare(hidden, landlock=landlock)  # once: each child only applies the prepared rules
+    in_force = contain.walls + ([f"landlock:{walls.abi}"] + ([HIDDEN_DATA] if hidden else []) if walls.level == LEVEL_LANDLOCK else [])
     torch.set_num_threads(1)  # no OpenMP pool in the server: a child forked from one can deadlock
     if warm is not None:
         warm()  # first-call costs (torch's lazy imports, allocator) paid once here, not in every child
     folders: dict[int, Path] = {}
     taken = 0
-    spare = _fork(main, walls, max_memory, sock)
+    spare = _fork(main, walls, contain, sock)
     while True:
         try:
             data = sock.recv(MAX_REQUEST)
@@ -93,38 +92,44 @@ def serve(sock: socket.socket, main: ChildMain, prepare: Prepare, hidden: list[P
             taken += 1
             if taken % COLLAPSE_EVERY == 0:
                 collapse_private_memory()  # a server that forks many children: make each fork and exit cheaper
-            spare = _fork(main, walls, max_memory, sock)
+            spare = _fork(main, walls, contain, sock)
         elif request["op"] == "prepare":
             error = prepare(request["key"], request["suite"], Path(request["path"]))
             kill_group(spare.pid)  # the spare was forked without it: replace it
             spare.close()
             folders[spare.pid] = spare.folder
-            _reap(spare.pid, folders, None)
-            spare = _fork(main, walls, max_memory, sock)
+            _reap(spare.pid, folders, None, contain)
+            spare = _fork(main, walls, contain, sock)
             sock.sendall(json.dumps({"error": error}).encode())
         elif request["op"] == "release":
-            _reap(request["pid"], folders, spare.pid)
+            _reap(request["pid"], folders, spare.pid, contain)
         elif request["op"] == "status":
-            sock.sendall(json.dumps({"status": _reap(request["pid"], folders, spare.pid)}).encode())
+            status, breached = _reap(request["pid"], folders, spare.pid, contain)
+            sock.sendall(json.dumps({"status": status, "caps": breached}).encode())
+        elif request["op"] == "caps":
+            sock.sendall(json.dumps({"caps": contain.breached(request["pid"], folders.get(request["pid"]))}).encode())
+        elif request["op"] == "walls":
+            sock.sendall(json.dumps({"walls": in_force}).encode())
     folders[spare.pid] = spare.folder
     for pid in list(folders):
-        kill_group(pid)
-        _reap(pid, folders, None)
+        contain.kill(pid)
+        _reap(pid, folders, None, contain)
+    contain.close()
 
 
-def _fork(main: ChildMain, walls: Walls, max_memory: int | None, sock: socket.socket) -> _Spare:
+def _fork(main: ChildMain, walls: Walls, contain: Containment, sock: socket.socket) -> _Spare:
     """Fork the next spare child: its folder, pipes and log made here, so that taking it costs nothing."""
-    folder = Path(tempfile.mkdtemp(prefix="shrinkbench-child-"))
+    folder = contain.folder()
     to_read, to_child = os.pipe()
     from_child, to_write = os.pipe()
     log = _output_file()
     walls.arm(folder)  # the child's whole ruleset, built here while no case waits for it
-    pid = os.fork()
+    pid = contain.fork()
     if pid == 0:
         sock.close()
         os.close(to_child)
         os.close(from_child)
-        main(to_read, to_write, log, folder, walls, max_memory)  # never returns
+        main(to_read, to_write, log, folder, walls, contain)  # never returns
         os._exit(70)
     walls.disarm()
     for fd in (to_read, to_write):
@@ -136,17 +141,19 @@ def _fork(main: ChildMain, walls: Walls, max_memory: int | None, sock: socket.so
     return _Spare(pid, to_child, from_child, log, folder)
 
 
-def _reap(pid: int, folders: dict[int, Path], spare: int | None) -> int:
-    """Wait for a (killed) child, kill whatever it left behind, remove its folder; its wait status."""
+def _reap(pid: int, folders: dict[int, Path], spare: int | None, contain: Containment) -> tuple[int, list[str]]:
+    """Kill a child and everything it started, wait for it, remove its folder and cgroup; its wait status and
+    the caps it ran into. The kill comes first, so the wait cannot block on a child that left its group."""
+    contain.kill(pid)
     try:
         _, status = os.waitpid(pid, 0)
     except ChildProcessError:
         status = 0
     _kill_strays({p for p in (spare, *folders) if p is not None and p != pid})
     folder = folders.pop(pid, None)
-    if folder is not None:
-        remove_tree(folder)
-    return status
+    breached = contain.breached(pid, folder)
+    contain.clean(pid, folder)
+    return status, breached
 
 
 def _output_file() -> int:
@@ -163,28 +170,44 @@ def _output_file() -> int:
 
 
 def _kill_strays(keep: set[int]) -> None:
-    """Kill every process that ended up a child of this server (orphans re-parented to the subreaper)
-    other than those in ``keep``, until none is left."""
-    me = os.getpid()
-    for _ in range(100):
-        strays = [pid for pid in _children_of(me) if pid not in keep]
+    """Kill every process descended from this server (orphans re-parented to the subreaper, and theirs) other
+    than those in ``keep`` and their descendants, until none is left: all levels at once, so that a chain of
+    processes each in a session of its own dies in one pass, not one level per pass."""
+    me, deadline = os.getpid(), time.monotonic() + STRAY_SWEEP_SECONDS
+    while time.monotonic() < deadline:
+        strays = _descendants(me, keep)
         if not strays:
             return
         for pid in strays:
-            kill_group(pid)
-            try:
-                os.waitpid(pid, 0)
-            except ChildProcessError:
-                pass
+            kill_tree(pid)
+        for pid in _children_of(me):  # reap what has come back to us; the rest on the next pass
+            if pid not in keep:
+                try:
+                    os.waitpid(pid, os.WNOHANG)
+                except ChildProcessError:
+                    pass
         time.sleep(0.001)
+
+
+def _descendants(root: int, keep: set[int]) -> list[int]:
+    """Every process below ``root`` but the subtrees of ``keep``."""
+    found, todo = [], [root]
+    while todo:
+        for pid in _children_of(todo.pop()):
+            if pid not in keep:
+                found.append(pid)
+                todo.append(pid)
+    return found
 
 
 def _children_of(parent: int) -> list[int]:
     """This process's children, from the kernel's own list when it keeps one, else by scanning /proc."""
-    try:
-        return [int(pid) for pid in Path(f"/proc/{parent}/task/{parent}/children").read_text().split()]
+    try:  # every thread's list: a process forked from a thread is that thread's child
+        return [int(pid) for task in os.scandir(f"/proc/{parent}/task")
+                for pid in Path(task.path, "children").read_text().split()]
     except OSError:
-        pass
+        if not os.path.exists(f"/proc/{parent}") or os.path.exists(f"/proc/{parent}/task/{parent}/children"):
+            return []  # gone meanwhile; only a kernel without the children lists needs the scan below
     found = []
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():

@@ -24,11 +24,12 @@ import os
 import signal
 import socket
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from . import fresh
+from .contain import Caps
 from .serve import MAX_REQUEST, ChildMain, Prepare, kill_group, serve
 
 
@@ -71,9 +72,10 @@ class ForkServer:
     replaces a dead one with a fresh interpreter (:mod:`.fresh`), never with a fork of this process as it
     is by then."""
 
-    def __init__(self, main: ChildMain, prepare: Prepare, hidden: list[Path], landlock: bool, max_memory: int | None,
+    def __init__(self, main: ChildMain, prepare: Prepare, hidden: list[Path], landlock: bool, caps: Caps, cuda: bool = False,
                  warm: Callable[[], None] | None = None) -> None:
-        self._spec = (main, prepare, hidden, landlock, max_memory, warm)
+        self._spec = (main, prepare, hidden, landlock, caps, cuda, warm)
+        self.caps = caps
         self._fresh: dict[str, Any] = {}  # what a fresh server loads: set when the first one is forked
         self._sock: socket.socket | None = None
         self.pid: int | None = None
@@ -82,8 +84,8 @@ class ForkServer:
     def start(self) -> None:
         """Fork the first server from this process."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        self._fresh = {"hidden": [str(h) for h in self._spec[2]], "landlock": self._spec[3], "max_memory": self._spec[4],
-                       "path": list(sys.path), "conftests": fresh.conftests()}
+        self._fresh = {"hidden": [str(h) for h in self._spec[2]], "landlock": self._spec[3], "caps": asdict(self.caps),
+                       "cuda": self._spec[5], "path": list(sys.path), "conftests": fresh.conftests()}
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
@@ -148,13 +150,23 @@ class ForkServer:
             pass  # the server is gone, and its children with it (their parent-death signal)
 
     def status(self, child: Child) -> str:
-        """Kill ``child`` (if it is still running), wait for it, and say how it ended."""
+        """Kill ``child`` (if it is still running), wait for it, and say how it ended (a cap it ran into first)."""
         kill_group(child.pid)
         try:
             reply, _ = self._ask({"op": "status", "pid": child.pid})
         except ServerGone:
             return "ended with its fork server (which was killed or crashed)"
-        return describe(reply["status"])
+        return "; ".join([f"ran into {self.caps.describe(cap)}" for cap in reply["caps"]] + [describe(reply["status"])])
+
+    def breached(self, child: Child) -> list[str]:
+        """The caps ``child``'s processes ran into so far, in words (empty: none)."""
+        reply, _ = self._ask({"op": "caps", "pid": child.pid})
+        return [self.caps.describe(cap) for cap in reply["caps"]]
+
+    def walls(self) -> list[str]:
+        """The walls the server's children run behind, as rows record them (see :mod:`.contain`)."""
+        reply, _ = self._ask({"op": "walls"})
+        return list(reply["walls"])
 
     def close(self) -> None:
         """End the server (it kills what is left of its children), and wait for it."""

@@ -3,7 +3,7 @@ corrupt another case, or climb a wall. Written as someone whose paper depends on
 
 A wall-climbing method raises ``RuntimeError("ATTACK SUCCEEDED: ...")`` when its attack works, so the test
 sees it as a failed case; an attack the sandbox stops leaves an honest-looking case behind. The paths it
-attacks come from the ``REDTEAM`` environment variable (JSON), set by the test.
+attacks come from ``redteam.json`` beside it, written by the test.
 """
 
 import atexit
@@ -26,7 +26,8 @@ from torch import nn
 
 from pytest_shrinkbench import method
 
-TARGETS = json.loads(os.environ.get("REDTEAM", "{}"))
+# Beside this file (the child's environment is an allow-list: no variable of the test reaches it).
+TARGETS = json.loads(open(os.path.join(os.path.dirname(__file__), "redteam.json")).read())
 
 
 def magnitude(ctx):
@@ -304,12 +305,20 @@ def stash_read(ctx):
 
 @method("cheat-raise-memory-limit")
 def raise_memory_limit(ctx):
-    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-    try:
-        resource.setrlimit(resource.RLIMIT_AS, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
-        succeeded("lifted the memory limit")
-    except (ValueError, OSError):
-        pass
+    """Lifts every limit set on it (address space, file size, processes), and leaves its cgroup."""
+    for limit in (resource.RLIMIT_AS, resource.RLIMIT_FSIZE, resource.RLIMIT_NPROC):
+        soft, hard = resource.getrlimit(limit)
+        try:
+            if hard != resource.RLIM_INFINITY:
+                resource.setrlimit(limit, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+                succeeded(f"lifted limit {limit}")
+        except (ValueError, OSError):
+            pass
+    for line in open("/proc/self/cgroup").read().splitlines():
+        hierarchy, controllers, path = line.split(":", 2)
+        if path != "/":
+            for mount in ("/sys/fs/cgroup", f"/sys/fs/cgroup/{controllers}", "/sys/fs/cgroup/unified"):
+                attempt("left its cgroup", lambda: open(f"{mount}/cgroup.procs", "w").write(str(os.getpid())))
     return magnitude(ctx)
 
 
@@ -505,6 +514,93 @@ def kill_server(ctx):
     held-out data, the key). Landlock's signal scope refuses it; where it cannot, a fresh interpreter replaces it."""
     try:
         os.kill(os.getppid(), signal.SIGKILL)
+
+
+# Round 3 (part B): containment, caps, data and network -----------------------------------------------
+
+SURVIVOR = b"rt-survivor"  # the name (/proc/PID/comm) of every process these cheats leave behind
+
+
+def linger():
+    """In a forked process: take the survivor's name, then wait to outlive the case."""
+    import time
+
+    ctypes.CDLL(None).prctl(15, SURVIVOR, 0, 0, 0)  # PR_SET_NAME
+    time.sleep(600)
+    os._exit(0)
+
+
+@method("contain-leaves-its-group")
+def leaves_its_group(ctx):
+    """Keeps a helper in its own group, then moves itself into another process's group (the harness's, if it can
+    find it), so that killing its group misses it and the server waits on it forever."""
+    if os.fork() == 0:
+        linger()
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                os.setpgid(0, os.getpgid(int(name)))
+                if os.getpgid(0) != os.getpid():
+                    break
+            except OSError:
+                pass
+    return magnitude(ctx)
+
+
+@method("contain-chain")
+def chain(ctx):
+    """A chain of 150 processes, each in a session of its own: a sweep that kills one level per pass misses most."""
+    if os.fork() == 0:
+        for _ in range(149):
+            os.setsid()
+            if os.fork() != 0:
+                linger()
+        os.setsid()
+        linger()
+    return magnitude(ctx)
+
+
+@method("cap-fork-bomb")
+def fork_bomb(ctx):
+    """Forks until the kernel refuses, keeping every child: without a process cap, until the machine gives out."""
+    for _ in range(4096):
+        try:
+            if os.fork() == 0:
+                linger()
+        except OSError:
+            break
+    return magnitude(ctx)
+
+
+@method("cap-memory-over-processes")
+def memory_over_processes(ctx):
+    """Each of four processes stays under any per-process limit; together they hold more than the case's cap."""
+    import select
+
+    ready, told = os.pipe()
+    for _ in range(4):
+        if os.fork() == 0:
+            try:
+                held = bytearray(TARGETS["memory_share"])
+                for at in range(0, len(held), 4096):
+                    held[at] = 1
+                os.write(told, b"+")
+            finally:
+                linger()
+    os.close(told)
+    for _ in range(4):  # until all four hold their share, or one is gone (EOF never comes: the others hold the pipe)
+        if not select.select([ready], [], [], 60)[0] or not os.read(ready, 1):
+            break
+    return magnitude(ctx)
+
+
+@method("cap-disk-many-files")
+def disk_many_files(ctx):
+    """Writes small files until the disk gives out: a per-file limit alone never stops it."""
+    try:
+        for index in range(100_000):
+            with open(f"scratch-{index}", "wb") as handle:
+                handle.write(b"x" * 2**20)
     except OSError:
         pass
     return magnitude(ctx)
@@ -573,3 +669,82 @@ while True:
 def never(ctx):
     return {}
 '''
+
+
+@method("cap-disk-one-file")
+def disk_one_file(ctx):
+    """One file as large as it can make it, its error swallowed."""
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    try:
+        with open("big", "wb") as handle:
+            for _ in range(4096):
+                handle.write(b"x" * 2**20)
+    except OSError:
+        pass
+    return magnitude(ctx)
+
+
+@method("data-held-out-digits")
+def held_out_digits(ctx):
+    """Loads the digits test split itself, through the project's own loader (it reads scikit-learn's file)."""
+    from pytest_shrinkbench.suites.digits import digits_arrays
+
+    attempt("read scikit-learn's digits file", digits_arrays)
+    return magnitude(ctx)
+
+
+@method("data-cache")
+def cache(ctx):
+    attempt("read the cached base model", lambda: open(TARGETS["checkpoint"], "rb").read())
+    return magnitude(ctx)
+
+
+@method("data-pydoc-corpus")
+def pydoc_corpus(ctx):
+    import importlib.util
+
+    where = importlib.util.find_spec("pydoc_data").submodule_search_locations[0]
+    attempt("read pydoc_data's text", lambda: open(os.path.join(where, "topics.py")).read())
+    return magnitude(ctx)
+
+
+@method("data-named-hidden")
+def named_hidden(ctx):
+    attempt("read a path the ini hides", lambda: open(TARGETS["hidden"]).read())
+    return magnitude(ctx)
+
+
+@method("env-ci-token")
+def ci_token(ctx):
+    """Looks for the CI job's token in its environment, its original environment block and a subprocess's."""
+    token = TARGETS["token"]
+    if any(token in value for value in os.environ.values()):
+        succeeded("found the token in os.environ")
+    if token.encode() in open("/proc/self/environ", "rb").read():
+        succeeded("found the token in /proc/self/environ")
+    if token in subprocess.run(["env"], capture_output=True, text=True).stdout:
+        succeeded("a subprocess inherited the token")
+    return magnitude(ctx)
+
+
+@method("net-udp")
+def udp(ctx):
+    """A datagram needs no connection: it would carry a token out past TCP rules."""
+    def send():
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.sendto(b"exfiltrated", ("127.0.0.1", TARGETS["udp_port"]))
+
+    attempt("sent a UDP datagram", send)
+    return magnitude(ctx)
+
+
+@method("net-unix-socket")
+def unix_socket(ctx):
+    """A pathname unix socket is a file: namespaces do not stop a connection to one, and Landlock does not either."""
+    def connect():
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as unix:
+            unix.connect(TARGETS["unix_socket"])
+            unix.sendall(b"exfiltrated")
+
+    attempt("connected to a unix socket", connect)
+    return magnitude(ctx)

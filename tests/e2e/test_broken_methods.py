@@ -109,7 +109,8 @@ def changes_architecture(ctx):
 
 @method("memory-hog")
 def memory_hog(ctx):
-    """Reserves 64 GiB of address space in 1 GiB blocks (untouched, so only a limit stops it)."""
+    """Reserves 64 GiB of address space in 1 GiB blocks, untouched: an address-space limit refuses it; under a
+    cgroup's memory cap (which counts memory used, not reserved) it gets as far as returning its blocks."""
     return [torch.empty(2**30, dtype=torch.uint8) for _ in range(64)]
 
 
@@ -127,7 +128,8 @@ EXPECTED = {
     "over-prunes": "requested compression x4 but the masks achieve x",
     "edits-in-place": "method 'edits-in-place' modified the model in place (fc2.weight); return masks",
     "changes-architecture": "method 'changes-architecture' changed the architecture (added [], removed [], reshaped ['fc2.bias', 'fc2.weight', 'fc3.weight'])",
-    "memory-hog": "method 'memory-hog' raised RuntimeError",
+    # an address-space limit refuses the reservation; a cgroup's memory cap lets it return what is not masks
+    "memory-hog": ("method 'memory-hog' raised RuntimeError", "method 'memory-hog' returned list"),
     "exits": "method 'exits''s process ended before it answered: it exited with code 3",
     "wrong-shape": "mask of 'fc1.weight' has shape (10, 64), parameter has (300, 64)",
     "float-mask": "mask of 'fc2.weight' has dtype torch.float32, expected torch.bool",
@@ -155,7 +157,7 @@ def test_each_broken_method_fails_alone(project: pytest.Pytester, workers: list[
         row = rows[name]
         assert row["status"] == "failed", name
         assert row["message"].startswith(f"[method={name} suite=digits-mlp ratio=x4 seed=0] "), row["message"]
-        assert text in row["message"], (name, row["message"])
+        assert any(t in row["message"] for t in ((text,) if isinstance(text, str) else text)), (name, row["message"])
     # The honest method is ranked; every broken one is shown failed, never ranked.
     result.stdout.fnmatch_lines(["x4*global-magnitude*[*]1*"])
     for name in EXPECTED:

@@ -5,18 +5,25 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import socket
 import sqlite3
 from pathlib import Path
 
 import pytest
 
-from pytest_shrinkbench.results.signing import key_path
+from pytest_shrinkbench.results.signing import key_path, load_key, sign
+from pytest_shrinkbench.sandbox.cgroups import MEMORY, PIDS, find_bases
 from tests.helpers import rows_by_method, run_files
 
 CHEATS = (Path(__file__).parent / "redteam_methods.py").read_text()
 HONEST = ["global-magnitude", "layer-magnitude"]
-CASE = ["--shrink-suite=digits-mlp", "--shrink-ratios=4", "--shrink-seeds=0", "--shrink-max-memory=8"]
+# Where the machine gives cgroups (root, or a delegated folder), caps hold over all of a case's processes; the
+# red team's caps are small enough to hit and large enough for an honest case.
+CGROUP = set().union(*(b.controllers for b in find_bases())) if find_bases() else set()
+MEMORY_GIB = 2 if MEMORY in CGROUP else 8
+CASE = ["--shrink-suite=digits-mlp", "--shrink-ratios=4", "--shrink-seeds=0", f"--shrink-max-memory={MEMORY_GIB}",
+        "--shrink-max-processes=256", "--shrink-max-disk=0.05"]
 METRICS = ("top1", "top5", "top1_pre", "top5_pre", "params_nonzero", "compression", "flops_sparse", "speedup")
 # Cheats that fail their own case, and the reason each must give.
 FAILS = {
@@ -33,6 +40,11 @@ FAILS = {
                                  "overlap at byte 0)",
     "cheat-escape-codes": "\\x1b[2J\\x1b[H\\x1b[32mshrinkbench leaderboard: cheat-escape-codes ranks first\\x1b[0m\\r\\nAAAA",
     "cheat-import-hangs": "method file {methods}/import_hangs.py did not finish importing within 20 s (--shrink-import-timeout)",
+    # Round 3 (part B): caps
+    "cap-disk-many-files": "method 'cap-disk-many-files' ran into its disk cap (0.05 GiB in its folder, --shrink-max-disk)",
+    "cap-disk-one-file": "method 'cap-disk-one-file' ran into its disk cap (0.05 GiB in its folder, --shrink-max-disk)",
+    **({"cap-fork-bomb": "method 'cap-fork-bomb' ran into its"} if PIDS in CGROUP or os.geteuid() != 0 else {}),
+    **({"cap-memory-over-processes": "method 'cap-memory-over-processes'"} if MEMORY in CGROUP else {}),
 }
 IMPORT_TIMEOUT = "--shrink-import-timeout=20"  # the hanging import's deadline (the default, 120 s, would slow the test)
 NAMES = [line.split('"')[1] for line in CHEATS.splitlines() if line.startswith("@method(")]
@@ -64,27 +76,42 @@ def targets(project: pytest.Pytester, shrink_cache: Path, tmp_path: Path, monkey
         (victim,) = db.execute("SELECT key FROM results WHERE method = 'global-magnitude'").fetchone()
     listener = socket.create_server(("127.0.0.1", 0))
     listener.settimeout(0.5)
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("127.0.0.1", 0))
+    udp.settimeout(0.5)
+    unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    unix.bind(str(tmp_path / "listening.sock"))
+    unix.listen()
+    unix.settimeout(0.5)
+    hidden = tmp_path / "held-out" / "answers.txt"
+    hidden.parent.mkdir()
+    hidden.write_text("the held-out labels")
+    project.path.joinpath("pytest.ini").write_text(f"[pytest]\nshrink_results = results\nshrink_hidden_paths = {hidden.parent}\n")
     found = {
         "store": str(store), "victim": victim, "results_file": str(project.path / "results" / run),
         "checkpoint": str(next(cache.glob("digits-mlp-*.pt"))), "methods": str(project.path / "methods"),
-        "key": str(key_path(cache)), "port": listener.getsockname()[1],
+        "key": str(key_path(cache)), "port": listener.getsockname()[1], "udp_port": udp.getsockname()[1],
+        "unix_socket": str(tmp_path / "listening.sock"), "hidden": str(hidden), "token": "ci-token-3f9a1c77e2",
+        "memory_share": (MEMORY_GIB * 2**30 * 3 // 10) if MEMORY in CGROUP else 2**24,
     }
-    monkeypatch.setenv("REDTEAM", json.dumps(found))
+    monkeypatch.setenv("CI_JOB_TOKEN", found["token"])  # what a CI job holds, and no method may see
+    project.path.joinpath("methods", "redteam.json").write_text(json.dumps(found))
     before = {name: Path(found[name]).read_bytes() for name in ("results_file", "checkpoint", "key")}
-    yield found, rows_by_method(project.path / "results"), before, listener
-    listener.close()
+    yield found, rows_by_method(project.path / "results"), before, (listener, udp, unix)
+    for sock in (listener, udp, unix):
+        sock.close()
 
 
 @pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["serial", "xdist"])
 def test_every_cheat_fails_alone_or_is_neutralised(project: pytest.Pytester, targets, workers: list[str]) -> None:
-    found, clean, before, listener = targets
+    found, clean, before, (listener, udp, unix) = targets
     project.path.joinpath("methods", "cheats.py").write_text(CHEATS)
     project.path.joinpath("methods", "import_hangs.py").write_text(IMPORT_HANGS)
     result = project.runpytest_subprocess(f"--shrink-method={','.join(HONEST + NAMES)}", *CASE, "--shrink-rerun",
                                           "--shrink-require-sandbox=landlock", IMPORT_TIMEOUT, *workers)
     result.assert_outcomes(passed=len(HONEST) + len(NAMES) - len(FAILS), failed=len(FAILS))
     rows = {r["method"]: r for r in run_files(project.path / "results")[max(run_files(project.path / "results"))]}
-    assert len(NAMES) >= 30 and rows.keys() == set(HONEST + NAMES)
+    assert len(NAMES) >= 45 and rows.keys() == set(HONEST + NAMES)
     for name in HONEST:  # the honest cases did not notice the cheats, nor did discovery (no hijacked name or step count)
         assert metrics(rows[name]) == metrics(clean[name]), name
         assert (rows[name]["method_hash"], rows[name]["prune_steps"]) == (clean[name]["method_hash"], 1), name
@@ -103,6 +130,7 @@ def test_every_cheat_fails_alone_or_is_neutralised(project: pytest.Pytester, tar
         assert rows[name]["status"] == "passed", (name, rows[name]["message"])
         assert metrics(rows[name]) == metrics(clean["global-magnitude"]), name
         assert rows[name]["weights_changed"] == 0 and rows[name]["sandbox"] == "process+landlock", name
+        assert rows[name]["walls"] == rows["global-magnitude"]["walls"], name
     visible = rows["visible-new-weights"]
     assert visible["status"] == "passed" and visible["weights_changed"] > 0
     result.stdout.fnmatch_lines(["*visible-new-weights*new weights*"])
@@ -112,9 +140,26 @@ def test_every_cheat_fails_alone_or_is_neutralised(project: pytest.Pytester, tar
     assert not (project.path / "methods" / "planted.py").exists() and not (project.path / "methods" / "sub.py").exists()
     with pytest.raises(socket.timeout):
         listener.accept()
+    with pytest.raises(socket.timeout):
+        udp.recvfrom(64)
+    with pytest.raises(socket.timeout):
+        unix.accept()
+    assert not survivors(), "a process a method started outlived its case"
     with sqlite3.connect(found["store"]) as db:
         assert db.execute("SELECT COUNT(*) FROM results WHERE key = 'forged'").fetchone()[0] == 0
     assert result.ret == pytest.ExitCode.TESTS_FAILED  # the failed cases; the sandbox requirement held
+
+
+def survivors() -> list[int]:
+    """Processes the cheats left behind (they name themselves ``rt-survivor``)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and (entry / "comm").read_text().strip() == "rt-survivor":
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
 
 
 FORGER = '''
@@ -124,7 +169,7 @@ from pytest_shrinkbench import method
 @method("forger")
 def forger(ctx):
     """Without walls it can write the store: it puts a perfect row under global magnitude's real case key."""
-    targets = json.loads(os.environ["REDTEAM"])
+    targets = json.loads(open(os.path.join(os.path.dirname(__file__), "redteam.json")).read())
     db = sqlite3.connect(targets["store"])
     (row,) = db.execute("SELECT row FROM results WHERE key = ?", (targets["victim"],)).fetchone()
     forged = {**json.loads(row), "top1": 1.0, "mac": "0" * 64}
@@ -213,3 +258,27 @@ def test_without_landlock_a_method_that_kills_the_server_fails_alone_and_a_fresh
                                                       "with its fork server (which was killed or crashed)")
     for name in HONEST:
         assert rows[name]["status"] == "passed" and metrics(rows[name]) == metrics(clean[name]), name
+
+
+# Round 3 (part B): rows record the walls in force, and reuse compares them
+
+def test_a_row_made_behind_weaker_walls_is_measured_again_one_behind_the_same_walls_is_reused(
+    project: pytest.Pytester, targets,
+) -> None:
+    """Finding 10: a row signed by the harness but made where fewer walls stood (an older Landlock ABI, no
+    namespaces) is not reused by a session behind more; a row of identical walls still is."""
+    found, clean, _, _ = targets
+    same = project.runpytest_subprocess("--shrink-method=global-magnitude", *CASE)
+    assert same.parseoutcomes().get("reused") == 1
+    latest = run_files(project.path / "results")[max(run_files(project.path / "results"))]
+    assert latest[0]["reused"] is True and "landlock:" in latest[0]["walls"]
+    with sqlite3.connect(found["store"]) as db:
+        (row,) = db.execute("SELECT row FROM results WHERE key = ?", (found["victim"],)).fetchone()
+        weaker = sign({**json.loads(row), "walls": "landlock:3 memory-cap"}, load_key(Path(found["key"])))
+        db.execute("UPDATE results SET row = ? WHERE key = ?", (json.dumps(weaker), found["victim"]))
+    again = project.runpytest_subprocess("--shrink-method=global-magnitude", *CASE, "--shrink-require-sandbox=landlock")
+    again.assert_outcomes(passed=1)
+    assert again.ret == pytest.ExitCode.OK
+    latest = run_files(project.path / "results")[max(run_files(project.path / "results"))]
+    assert latest[0]["reused"] is False and metrics(latest[0]) == metrics(clean["global-magnitude"])
+    assert latest[0]["walls"] == json.loads(row)["walls"]

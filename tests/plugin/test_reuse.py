@@ -16,7 +16,7 @@ RECORD = {"top1": 0.9, "top5": 1.0, "case_key": "c" * 32}
 
 
 def worker(folder: Path, cache: Path) -> SessionMeasurements:
-    return SessionMeasurements(StoredRows(None, cache, LEVEL_LANDLOCK), folder)
+    return SessionMeasurements(StoredRows(None, cache, None), folder)
 
 
 def test_one_workers_measurements_are_found_by_another(tmp_path: Path) -> None:
@@ -58,7 +58,7 @@ def test_the_store_lends_measurements_only_from_signed_rows_confined_enough(tmp_
     from pytest_shrinkbench.results.store import ResultsStore
     from tests.helpers import row
 
-    stored = StoredRows(tmp_path / "store.sqlite", tmp_path / "cache", LEVEL_LANDLOCK)
+    stored = StoredRows(tmp_path / "store.sqlite", tmp_path / "cache", None)
     store = ResultsStore(tmp_path / "store.sqlite")
     store.put({**row("forged", 1, 0, top1=1.0), "measurement_key": "k1", "sandbox": LEVEL_LANDLOCK, "mac": "0" * 64})
     store.put(sign({**row("walls", 1, 0, top1=0.5), "measurement_key": "k2", "sandbox": LEVEL_PROCESS}, stored.key))

@@ -30,9 +30,10 @@ def honest(ctx):
 
 @method("leaves-a-daemon")
 def leaves_a_daemon(ctx):
-    """Starts a process in a new session that would outlive it, and says its pid through an error."""
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"], start_new_session=True)
-    raise RuntimeError(f"daemon {child.pid}")
+    """Starts a process in a new session that would outlive it, and says its pid (as /proc names it) through an error."""
+    child = subprocess.Popen([sys.executable, "-c", "import os, time; print(os.readlink('/proc/self'), flush=True); "
+                              "time.sleep(300)"], start_new_session=True, stdout=subprocess.PIPE)
+    raise RuntimeError(f"daemon {int(child.stdout.readline())}")
 '''
 
 
@@ -153,13 +154,13 @@ def leaves_a_deep_folder(ctx):
 
 
 def test_a_dead_server_is_replaced_by_a_fresh_interpreter_holding_nothing_of_the_harness(
-        tmp_path: Path, shrink_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, shrink_cache: Path) -> None:
     """The finding: the harness forked a new server from itself, and a later case found the key in its memory."""
     import signal
 
     secret = os.urandom(32)
     held = [secret, secret.hex()]  # as the harness holds its key: the bytes, and the text read from its file
-    monkeypatch.setenv("SHRINKBENCH_TEST_NEEDLE", needle(secret))
+    (tmp_path / "needle.json").write_text(needle(secret))
     (tmp_path / "searches.py").write_text(SEARCHES)
     box = Sandbox("landlock")
     box.start()
@@ -167,7 +168,7 @@ def test_a_dead_server_is_replaced_by_a_fresh_interpreter_holding_nothing_of_the
     case = setup(box, "searches-memory", shrink_cache)
     pid = os.fork()  # the control: a plain fork of this process finds it
     if pid == 0:
-        namespace: dict = {}
+        namespace: dict = {"__file__": str(tmp_path / "searches.py")}
         exec(SEARCH, namespace)
         os._exit(0 if namespace["holds_the_secret"]() else 1)
     assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0, "the search must find what this process holds"
