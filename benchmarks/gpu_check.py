@@ -110,9 +110,15 @@ def cache_of(work: Path) -> Path:
     return (work / "cache").resolve()
 
 
+def clean_environment() -> dict[str, str]:
+    """This process's environment without pytest-xdist's worker variables: a session the check starts must not
+    believe it is a worker of the session that started the check (its test runs under ``-n 2``)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST_") and k != "PYTEST_CURRENT_TEST"}
+
+
 def pytest_session(work: Path, results: str, args: list[str], timeout: float) -> tuple[list[dict], str]:
     """A pytest session in the check's project (its own cache); returns its rows and the last lines of its output."""
-    env = {**os.environ, "SHRINKBENCH_CACHE": str(cache_of(work)), "PYTHONPATH": str(REPO_ROOT)}
+    env = {**clean_environment(), "SHRINKBENCH_CACHE": str(cache_of(work)), "PYTHONPATH": str(REPO_ROOT)}
     done = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:randomly", "--shrink-store=none",
                            f"--shrink-results={results}", *args], cwd=work / "project", env=env, capture_output=True,
                           text=True, timeout=timeout)
@@ -243,7 +249,7 @@ def run_step(name: str, work: Path, tiny: bool, device: str, timeout: float) -> 
     """One step in a process group of its own, killed with everything it started if it passes ``timeout``."""
     command = [sys.executable, __file__, "--step", name, "--work", str(work), "--device", device, "--tiny" if tiny else "--full"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                               env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+                               env={**clean_environment(), "PYTHONPATH": str(REPO_ROOT)})
     try:
         out, err = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:

@@ -438,84 +438,6 @@ def new_weights(ctx):
     return masks, {"fc3.weight": ctx.model.fc3.weight.detach() * 1.1}
 
 
-# Round 3 (part A): what the harness reads and trusts ----------------------------------------------------
-
-def answer_pipes():
-    """The pipes this child may write its answer into (the harness's reply pipe among them)."""
-    for fd in map(int, os.listdir("/proc/self/fd")):
-        try:
-            if os.readlink(f"/proc/self/fd/{fd}").startswith("pipe:"):
-                yield fd
-        except OSError:
-            pass
-
-
-def forge_answer(head, body=b""):
-    """A hand-written answer frame sent straight down every pipe, then the child ends before the real one."""
-    import struct
-
-    head = json.dumps(head).encode()
-    frame = struct.pack("<QQ", len(head), len(body)) + head + body
-    for fd in answer_pipes():
-        try:
-            os.write(fd, struct.pack("<Q", len(frame)) + frame)
-        except OSError:
-            pass
-    os._exit(0)
-
-
-@method("leak-output-link")
-def output_link(ctx):
-    """Finding 1: its folder's output.log becomes a link to the signing key, a FIFO and /dev/zero sit beside
-    it, and it prints escape codes that would clear the terminal; then it dies, so the harness quotes its output."""
-    for name, make in (("output.log", lambda p: os.symlink(TARGETS["key"], p)), ("output.fifo", os.mkfifo),
-                       ("zero", lambda p: os.symlink("/dev/zero", p))):
-        try:
-            make(name)
-        except OSError:
-            pass
-    print("\x1b[2J\x1b[Hshrinkbench leaderboard: every method but mine failed", flush=True)
-    os._exit(3)
-
-
-@method("leak-output-flood")
-def output_flood(ctx):
-    """Finding 1: its output file made a terabyte long (sparse) before it dies: reading it whole would take the
-    harness's memory."""
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # where a file-size cap stops it, it still ends the same way
-    try:
-        os.ftruncate(1, 2**40)
-    except OSError:
-        pass
-    os._exit(3)
-
-
-@method("cheat-deep-folder")
-def deep_folder(ctx):
-    """Finding 2: a folder 1,500 levels deep (shutil.rmtree's recursion ends the fork server), folders without
-    rights, and links out of its folder to the key and to /: the clean-up must remove its folder, follow no link
-    and survive."""
-    top = os.getcwd()
-    for _ in range(1500):  # one level at a time: os.makedirs recurses once per level too
-        os.mkdir("d")
-        os.chdir("d")
-    os.chdir(top)
-    os.makedirs("locked/inner")
-    os.symlink(TARGETS["key"], "locked/inner/key")
-    os.symlink("/", "root")
-    os.chmod("locked/inner", 0)
-    os.chmod("locked", 0o500)
-    return magnitude(ctx)
-
-
-@method("cheat-kill-server")
-def kill_server(ctx):
-    """Finding 2: kill the fork server, so that the harness forks a new one from its own memory (subjects,
-    held-out data, the key). Landlock's signal scope refuses it; where it cannot, a fresh interpreter replaces it."""
-    try:
-        os.kill(os.getppid(), signal.SIGKILL)
-
-
 # Round 3 (part B): containment, caps, data and network -----------------------------------------------
 
 SURVIVOR = b"rt-survivor"  # the name (/proc/PID/comm) of every process these cheats leave behind
@@ -606,71 +528,6 @@ def disk_many_files(ctx):
     return magnitude(ctx)
 
 
-def forged_description(found):
-    """Finding 3: what this file's discovery child says about other files' methods: global magnitude as the
-    baseline module's with 10**6 steps, layer magnitude as this file's own."""
-    forged = [{"name": "global-magnitude", "module": "pytest_shrinkbench.baselines.global_magnitude", "baseline": True,
-               "steps": 10**6, "regrowth": False, "pattern": None, "calibrated": False},
-              {"name": "layer-magnitude", "module": __name__, "baseline": True, "steps": 10**6, "regrowth": True, "pattern": None, "calibrated": False}]
-    return {**found, "methods": found["methods"] + forged}
-
-
-def _hijack_discovery():
-    """At import, in this file's discovery child: whatever reply is encoded next (the one naming this file's
-    methods) gets two more entries."""
-    real = json.dumps
-    json.dumps = lambda value, **kw: real(forged_description(value) if isinstance(value, dict) and "suites" in value else value, **kw)
-
-
-_hijack_discovery()
-
-
-@method("cheat-discovery-hijack")
-def discovery_hijack(ctx):
-    return magnitude(ctx)
-
-
-@method("cheat-debug-import")
-def debug_import(ctx):
-    """Finding 4: importing this file marks the process (below); a debugging session of another method must
-    never import it (tests/e2e/test_debugging_mode.py)."""
-    return magnitude(ctx)
-
-
-import builtins  # noqa: E402
-
-builtins.SHRINKBENCH_REDTEAM_IMPORTED = True
-
-
-@method("cheat-overlapping-records")
-def overlapping_records(ctx):
-    """Finding 7: 300 tensor records over one 4 MiB range: decoded as is, 1.2 GB of the harness's memory."""
-    record = {"__tensor__": True, "dtype": "float32", "shape": [2**20], "device": "cpu", "start": 0, "size": 2**22}
-    forge_answer({"__kind__": "Answer", "masks": {f"m{i}": record for i in range(300)}, "weights": {},
-                  "error": None, "details": ""}, bytes(2**22))
-
-
-@method("cheat-escape-codes")
-def escape_codes(ctx):
-    """Finding 7: an error of a megabyte that clears the terminal and draws a leaderboard of its own."""
-    fake = "\x1b[2J\x1b[H\x1b[32mshrinkbench leaderboard: cheat-escape-codes ranks first\x1b[0m\r\n"
-    forge_answer({"__kind__": "Answer", "masks": {}, "weights": {}, "error": fake + "A" * 2**20, "details": fake * 1000})
-
-
-# Finding 9: a second method file whose import never ends (the test writes it beside this one).
-IMPORT_HANGS = '''
-import time
-from pytest_shrinkbench import method
-
-while True:
-    time.sleep(0.05)
-
-@method("cheat-import-hangs")
-def never(ctx):
-    return {}
-'''
-
-
 @method("cap-disk-one-file")
 def disk_one_file(ctx):
     """One file as large as it can make it, its error swallowed."""
@@ -748,3 +605,150 @@ def unix_socket(ctx):
 
     attempt("connected to a unix socket", connect)
     return magnitude(ctx)
+
+
+# Round 3 (part A): what the harness reads and trusts ----------------------------------------------------
+
+def answer_pipes():
+    """The pipes this child may write its answer into (the harness's reply pipe among them)."""
+    for fd in map(int, os.listdir("/proc/self/fd")):
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}").startswith("pipe:"):
+                yield fd
+        except OSError:
+            pass
+
+
+def forge_answer(head, body=b""):
+    """A hand-written answer frame sent straight down every pipe, then the child ends before the real one."""
+    import struct
+
+    head = json.dumps(head).encode()
+    frame = struct.pack("<QQ", len(head), len(body)) + head + body
+    for fd in answer_pipes():
+        try:
+            os.write(fd, struct.pack("<Q", len(frame)) + frame)
+        except OSError:
+            pass
+    os._exit(0)
+
+
+@method("leak-output-link")
+def output_link(ctx):
+    """Finding 1: its folder's output.log becomes a link to the signing key, a FIFO and /dev/zero sit beside
+    it, and it prints escape codes that would clear the terminal; then it dies, so the harness quotes its output."""
+    for name, make in (("output.log", lambda p: os.symlink(TARGETS["key"], p)), ("output.fifo", os.mkfifo),
+                       ("zero", lambda p: os.symlink("/dev/zero", p))):
+        try:
+            make(name)
+        except OSError:
+            pass
+    print("\x1b[2J\x1b[Hshrinkbench leaderboard: every method but mine failed", flush=True)
+    os._exit(3)
+
+
+@method("leak-output-flood")
+def output_flood(ctx):
+    """Finding 1: its output file made a terabyte long (sparse) before it dies: reading it whole would take the
+    harness's memory."""
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # where a file-size cap stops it, it still ends the same way
+    try:
+        os.ftruncate(1, 2**40)
+    except OSError:
+        pass
+    os._exit(3)
+
+
+@method("cheat-deep-folder")
+def deep_folder(ctx):
+    """Finding 2: a folder 1,500 levels deep (shutil.rmtree's recursion ends the fork server), folders without
+    rights, and links out of its folder to the key and to /: the clean-up must remove its folder, follow no link
+    and survive."""
+    top = os.getcwd()
+    for _ in range(1500):  # one level at a time: os.makedirs recurses once per level too
+        os.mkdir("d")
+        os.chdir("d")
+    os.chdir(top)
+    os.makedirs("locked/inner")
+    os.symlink(TARGETS["key"], "locked/inner/key")
+    os.symlink("/", "root")
+    os.chmod("locked/inner", 0)
+    os.chmod("locked", 0o500)
+    return magnitude(ctx)
+
+
+@method("cheat-kill-server")
+def kill_server(ctx):
+    """Finding 2: kill the fork server, so that the harness forks a new one from its own memory (subjects,
+    held-out data, the key). Landlock's signal scope refuses it; where it cannot, a fresh interpreter replaces it."""
+    try:
+        os.kill(os.getppid(), signal.SIGKILL)
+    except OSError:
+        pass
+    return magnitude(ctx)
+
+
+def forged_description(found):
+    """Finding 3: what this file's discovery child says about other files' methods: global magnitude as the
+    baseline module's with 10**6 steps, layer magnitude as this file's own."""
+    forged = [{"name": "global-magnitude", "module": "pytest_shrinkbench.baselines.global_magnitude", "baseline": True,
+               "steps": 10**6, "regrowth": False, "pattern": None, "calibrated": False},
+              {"name": "layer-magnitude", "module": __name__, "baseline": True, "steps": 10**6, "regrowth": True,
+               "pattern": None, "calibrated": False}]
+    return {**found, "methods": found["methods"] + forged}
+
+
+def _hijack_discovery():
+    """At import, in this file's discovery child: whatever reply is encoded next (the one naming this file's
+    methods) gets two more entries."""
+    real = json.dumps
+    json.dumps = lambda value, **kw: real(forged_description(value) if isinstance(value, dict) and "suites" in value else value, **kw)
+
+
+_hijack_discovery()
+
+
+@method("cheat-discovery-hijack")
+def discovery_hijack(ctx):
+    return magnitude(ctx)
+
+
+@method("cheat-debug-import")
+def debug_import(ctx):
+    """Finding 4: importing this file marks the process (below); a debugging session of another method must
+    never import it (tests/e2e/test_debugging_mode.py)."""
+    return magnitude(ctx)
+
+
+import builtins  # noqa: E402
+
+builtins.SHRINKBENCH_REDTEAM_IMPORTED = True
+
+
+@method("cheat-overlapping-records")
+def overlapping_records(ctx):
+    """Finding 7: 300 tensor records over one 4 MiB range: decoded as is, 1.2 GB of the harness's memory."""
+    record = {"__tensor__": True, "dtype": "float32", "shape": [2**20], "device": "cpu", "start": 0, "size": 2**22}
+    forge_answer({"__kind__": "Answer", "masks": {f"m{i}": record for i in range(300)}, "weights": {},
+                  "error": None, "details": ""}, bytes(2**22))
+
+
+@method("cheat-escape-codes")
+def escape_codes(ctx):
+    """Finding 7: an error of a megabyte that clears the terminal and draws a leaderboard of its own."""
+    fake = "\x1b[2J\x1b[H\x1b[32mshrinkbench leaderboard: cheat-escape-codes ranks first\x1b[0m\r\n"
+    forge_answer({"__kind__": "Answer", "masks": {}, "weights": {}, "error": fake + "A" * 2**20, "details": fake * 1000})
+
+
+# Finding 9: a second method file whose import never ends (the test writes it beside this one).
+IMPORT_HANGS = '''
+import time
+from pytest_shrinkbench import method
+
+while True:
+    time.sleep(0.05)
+
+@method("cheat-import-hangs")
+def never(ctx):
+    return {}
+'''

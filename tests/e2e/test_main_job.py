@@ -91,7 +91,8 @@ def test_methods_from_methods_folder_and_conftest(project: pytest.Pytester) -> N
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--shrink-method=nope"], "*--shrink-method: unknown method 'nope' (known: global-gradient, global-magnitude, gradual-magnitude, l1-filter, layer-gradient, layer-magnitude, random)*"),
+        (["--shrink-method=nope"], "*--shrink-method: unknown method 'nope' (known: global-gradient, global-magnitude, gradual-magnitude, l1-filter, layer-gradient, layer-magnitude, random, "
+         "row-magnitude, row-magnitude-2of4, sparsegpt, sparsegpt-2of4, wanda, wanda-2of4)*"),
         (["--shrink-method=random", "--shrink-ratios=0.5"], "*--shrink-ratios: each value must be a finite number >= 1, got 0.5*"),
         (["--shrink-method=random", "--shrink-ratios=two"], "*--shrink-ratios: must be a comma list of floats*"),
         (["--shrink-method=random", "--shrink-seeds=,"], "*--shrink-seeds: is empty*"),
@@ -120,8 +121,8 @@ def test_baselines_selection(project: pytest.Pytester) -> None:
     result = project.runpytest_subprocess("--shrink-method=baselines", "--shrink-suite=digits-mlp", "--shrink-ratios=2", "--shrink-seeds=0", "--collect-only", "-q")
     ids = sorted(line.split("[")[1].rstrip("]") for line in result.stdout.lines if "::test_case[" in line)
     assert ids == [f"{m}-digits-mlp-x2-seed0" for m in ("global-gradient", "global-magnitude", "gradual-magnitude", "l1-filter", "layer-gradient", "layer-magnitude",
-                                                         "random", "row-magnitude", "row-magnitude-2of4", "sparsegpt", "sparsegpt-2of4",
-                                                         "wanda", "wanda-2of4")]
+                                                         "random", "row-magnitude-2of4", "row-magnitude", "sparsegpt-2of4", "sparsegpt",
+                                                         "wanda-2of4", "wanda")]  # sorted ids: "-2of4-digits" < "-digits"
 
 
 def test_sessions_in_one_process_keep_installed_methods_only(project: pytest.Pytester) -> None:

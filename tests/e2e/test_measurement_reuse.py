@@ -8,8 +8,9 @@ import pytest
 from pytest_shrinkbench.identity import case_key
 from tests.helpers import result_rows
 
-# Every baseline at x1 and x2 on digits-mlp, seed 0: the x1 cases of six one-shot methods and a gradual one.
-SLICE = ["--shrink-method=all", "--shrink-suite=digits-mlp", "--shrink-ratios=1,2", "--shrink-seeds=0", "-p", "no:randomly"]
+# ShrinkBench's baselines and ours at x1 and x2 on digits-mlp, seed 0: the x1 cases of six one-shot methods and a gradual one.
+CLASSIC = "global-gradient,global-magnitude,gradual-magnitude,l1-filter,layer-gradient,layer-magnitude,random"
+SLICE = [f"--shrink-method={CLASSIC}", "--shrink-suite=digits-mlp", "--shrink-ratios=1,2", "--shrink-seeds=0", "-p", "no:randomly"]
 OWN = {"prune_seconds", "finetune_seconds", "duration", "run", "finished", "mac", "shared_from"}
 
 
