@@ -17,7 +17,6 @@ from typing import Callable
 import torch
 
 from ..results.schema import LEVEL_LANDLOCK
-from .cleanup import remove_tree
 from .contain import HIDDEN_DATA, Caps, Containment, kill_tree
 from .hugepages import COLLAPSE_EVERY, collapse_private_memory
 from .walls import Walls

@@ -16,7 +16,7 @@ from pytest_shrinkbench import method
 
 @method("spy")
 def spy(ctx):
-    # what the method was handed, made visible in its masks' shapes would be a cheat; a failure message is not
+    # fails its case (with the names it saw) unless attention's packed projection is among them
     assert "encoder.layers.0.self_attn.in_proj_weight" in ctx.prunable, sorted(ctx.prunable)
     return ctx.keep_top({n: w.detach().abs() for n, w in ctx.prunable.items()})
 """
